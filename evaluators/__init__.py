@@ -1,0 +1,1 @@
+"""Evaluators: datasets (COCO / YOLO / VOC / synthetic), box ops, NMS and COCO mAP."""

@@ -1,0 +1,1 @@
+"""Latency lookup tables: schema, profiler, predictor, hardware fingerprint (layer 2)."""

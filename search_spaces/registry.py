@@ -1,0 +1,99 @@
+"""Registry of search spaces: a decorator for in-tree spaces, entry points for plugins.
+
+A third-party package adds a space without touching this repository by declaring::
+
+    [project.entry-points."nas.search_spaces"]
+    my_space = "my_pkg.spaces:MySpace"
+
+``get_space(name, **settings)`` then constructs it like any built-in space.
+"""
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable
+
+from .architecture import Architecture, ArchitectureError
+from .base import SearchSpace
+
+ENTRY_POINT_GROUP = "nas.search_spaces"
+_SPACES: dict[str, type[SearchSpace]] = {}
+_entry_points_loaded = False
+# In-tree spaces, imported on first look-up so that `import search_spaces` stays light
+# (the detector space imports torch) and works without the package being installed.
+_BUILTIN_MODULES = ("search_spaces.cpu_detector",)
+
+
+def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
+    """Class decorator: ``@register_space("my_space")``; sets ``cls.name``."""
+
+    def decorate(cls: type[SearchSpace]) -> type[SearchSpace]:
+        existing = _SPACES.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"search space {name!r} is already registered by {existing.__module__}.{existing.__qualname__}")
+        cls.name = name
+        _SPACES[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    import importlib
+
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()  # importing the module runs its @register_space
+        if ep.name not in _SPACES:
+            register_space(ep.name)(cls)
+
+
+def list_spaces() -> list[str]:
+    _load_entry_points()
+    return sorted(_SPACES)
+
+
+def get_space_class(name: str) -> type[SearchSpace]:
+    _load_entry_points()
+    try:
+        return _SPACES[name]
+    except KeyError:
+        raise ArchitectureError(
+            f"unknown search space {name!r}; registered: {sorted(_SPACES)} "
+            f"(plugins register through the entry-point group {ENTRY_POINT_GROUP!r})") from None
+
+
+def get_space(name: str, **settings) -> SearchSpace:
+    """Construct a registered space with its settings (e.g. ``input_size=320``)."""
+    return get_space_class(name)(**settings)
+
+
+def parse_architecture(text: str, space: SearchSpace | None = None, **settings) -> Architecture:
+    """Read an architecture from a JSON file path, a JSON string or a compact string.
+
+    The result is validated against its space. ``space`` may be given to skip the
+    registry look-up.
+    """
+    import os
+
+    text = text.strip()
+    if not text.startswith("{") and os.path.isfile(text):
+        with open(text, encoding="utf-8") as f:
+            content = f.read()
+        try:
+            arch = Architecture.from_json(content)
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{text}: {exc}") from None
+    elif text.startswith("{"):
+        arch = Architecture.from_json(text)
+    else:
+        name = text.split(":", 1)[0].split("/", 1)[0]
+        sp = space if space is not None and space.name == name else get_space(name, **settings)
+        return sp.from_string(text)
+    sp = space if space is not None and space.name == arch.space else get_space(arch.space, **settings)
+    sp.validate(arch)
+    return arch
