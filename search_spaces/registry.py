@@ -79,6 +79,7 @@ def parse_architecture(text: str, space: SearchSpace | None = None, **settings) 
     registry look-up.
     """
     import os
+    import re
 
     text = text.strip()
     if not text.startswith("{") and os.path.isfile(text):
@@ -91,9 +92,14 @@ def parse_architecture(text: str, space: SearchSpace | None = None, **settings) 
     elif text.startswith("{"):
         arch = Architecture.from_json(text)
     else:
-        name = text.split(":", 1)[0].split("/", 1)[0]
+        # Compact strings start with the space name: "cpu_detector|..." or "toy:...".
+        name = re.split(r"[:|/]", text, maxsplit=1)[0]
         sp = space if space is not None and space.name == name else get_space(name, **settings)
         return sp.from_string(text)
     sp = space if space is not None and space.name == arch.space else get_space(arch.space, **settings)
-    sp.validate(arch)
+    try:
+        sp.validate(arch)
+    except ArchitectureError as exc:
+        where = text if not text.startswith("{") else "architecture JSON"
+        raise ArchitectureError(f"{where}: {exc}") from None
     return arch

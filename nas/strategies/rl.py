@@ -1,0 +1,203 @@
+"""Policy-gradient search (REINFORCE), as in Zoph & Le 2017 and ENAS (Pham et al. 2018),
+with a factorised controller: one independent categorical distribution per decision.
+
+Why factorised instead of ENAS's LSTM: the decisions of our spaces are a flat dict, the
+LSTM's coupling buys little at a few hundred evaluations, and a numpy policy costs
+microseconds per step where a torch LSTM costs milliseconds (which matters when a
+benchmark runs hundreds of searches). Each ask samples one choice per decision from
+``softmax(logits[d])``; each tell does one REINFORCE step
+
+    grad = A * d log pi(a) / d logits + entropy_weight * d H(pi) / d logits,
+    A = (reward - baseline) / running std,
+
+with ``baseline`` an exponential moving average of the rewards, and Adam ascends it.
+Dividing the advantage by a running standard deviation makes the step independent of the
+units of the reward (mAP in [0, 1], accuracy in %), so one learning rate fits all.
+
+Reward: ``objective.score(metrics)``; in ``pareto`` mode the augmented Tchebycheff
+scalarisation with a weight drawn uniformly in [0, 1] at each tell, normalised by the
+running min/max of the values seen (the policy then spreads over the trade-offs).
+
+Duplicates: a factorised policy that concentrates keeps drawing networks it has already
+evaluated. With ``reuse_results`` (default), such a draw is not returned: the policy
+takes a REINFORCE step on the result it already has and draws again (up to
+``max_redraws`` times), so the budget goes to new networks while the policy still learns
+from every draw.
+
+An architecture told without having been asked (resume, user seeds) is learned from as
+if the policy had drawn it (an off-policy step; harmless at a few of them).
+"""
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Mapping
+
+import numpy as np
+
+from search_spaces.architecture import Architecture
+from search_spaces.base import SearchSpace
+
+from ..objectives import Metrics, Objective
+from .base import (
+    Result, Strategy, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    result_to_json,
+)
+
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+@register_strategy("rl")
+class ReinforceStrategy(Strategy):
+    """REINFORCE over independent categoricals, one per decision.
+
+    Options:
+      ``learning_rate`` (0.1): Adam step on the logits.
+      ``baseline_decay`` (0.9): EMA factor of the reward baseline (and of the reward
+          variance used to normalise the advantage).
+      ``entropy_weight`` (0.0): entropy bonus; >0 slows the policy's concentration.
+      ``reuse_results`` (True) / ``max_redraws`` (100): see the module docstring.
+    """
+
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
+                 learning_rate: float = 0.1, baseline_decay: float = 0.9, entropy_weight: float = 0.0,
+                 reuse_results: bool = True, max_redraws: int = 100) -> None:
+        super().__init__(space, objective, seed)
+        if learning_rate <= 0 or not 0 <= baseline_decay < 1 or entropy_weight < 0 or max_redraws < 0:
+            raise ValueError("need learning_rate > 0, 0 <= baseline_decay < 1, entropy_weight >= 0, max_redraws >= 0")
+        self.learning_rate = learning_rate
+        self.baseline_decay = baseline_decay
+        self.entropy_weight = entropy_weight
+        self.reuse_results = reuse_results
+        self.max_redraws = max_redraws
+        self._decisions = space.decisions()
+        self._names = list(self._decisions)
+        sizes = [len(c) for c in self._decisions.values()]
+        self._logits = [np.zeros(n) for n in sizes]
+        self._adam_m = [np.zeros(n) for n in sizes]
+        self._adam_v = [np.zeros(n) for n in sizes]
+        self._adam_t = 0
+        self._baseline: float | None = None
+        self._reward_var = 0.0
+        self._value_bounds: list[list[float]] | None = None  # pareto: running min/max of values
+        self._results: dict[str, Metrics] = {}  # canonical id -> metrics of every success told
+        self._tried: dict[str, None] = {}  # canonical ids asked or told (failures included)
+        self._pending: dict[str, deque[list[int]]] = {}  # id -> drawn choice indices, per ask
+
+    # ----- policy ------------------------------------------------------------------------
+    def _draw(self) -> list[int]:
+        # random.Random keeps all randomness in one serialisable generator.
+        out = []
+        for logits in self._logits:
+            p = np.cumsum(_softmax(logits))
+            out.append(min(int(np.searchsorted(p, self.rng.random() * p[-1], side="right")), len(p) - 1))
+        return out
+
+    def _arch(self, indices: list[int]) -> Architecture:
+        return self.space.from_sample({n: self._decisions[n][i] for n, i in zip(self._names, indices)})
+
+    def _indices_of(self, arch: Architecture) -> list[int]:
+        out = []
+        for name in self._names:
+            value = arch.sample[name]
+            out.append(next(i for i, c in enumerate(self._decisions[name]) if c == value and type(c) is type(value)))
+        return out
+
+    def ask(self) -> Architecture | None:
+        indices = self._draw()
+        arch = self._arch(indices)
+        for _ in range(self.max_redraws if self.reuse_results else 0):
+            known = self._results.get(arch.id)
+            if known is not None:
+                self._update(indices, self._reward(known))
+            elif arch.id not in self._tried:  # failures and pending asks are not re-drawn either
+                break
+            indices = self._draw()
+            arch = self._arch(indices)
+        self._tried[arch.id] = None
+        self._pending.setdefault(arch.id, deque()).append(indices)
+        return arch
+
+    # ----- learning ----------------------------------------------------------------------
+    def _reward(self, metrics: Metrics) -> float:
+        if not self.objective.is_multi_objective():
+            return self.objective.score(metrics)
+        return self.objective.scalarize(metrics, self.rng.random(), self._value_bounds)
+
+    def _update(self, indices: list[int], reward: float) -> None:
+        if self._baseline is None:
+            self._baseline = reward
+        advantage = reward - self._baseline
+        d = self.baseline_decay
+        self._reward_var = d * self._reward_var + (1 - d) * advantage ** 2
+        self._baseline = d * self._baseline + (1 - d) * reward
+        if self._reward_var > 0:
+            advantage /= np.sqrt(self._reward_var)
+        self._adam_t += 1
+        b1, b2 = _ADAM_BETAS
+        for k, (logits, a) in enumerate(zip(self._logits, indices)):
+            p = _softmax(logits)
+            grad = -advantage * p
+            grad[a] += advantage  # d log p[a] / d logits = onehot(a) - p
+            if self.entropy_weight:
+                logp = np.log(p + 1e-12)
+                entropy = -(p * logp).sum()
+                grad += self.entropy_weight * (-p * (logp + entropy))  # d H / d logits
+            self._adam_m[k] = b1 * self._adam_m[k] + (1 - b1) * grad
+            self._adam_v[k] = b2 * self._adam_v[k] + (1 - b2) * grad ** 2
+            m_hat = self._adam_m[k] / (1 - b1 ** self._adam_t)
+            v_hat = self._adam_v[k] / (1 - b2 ** self._adam_t)
+            self._logits[k] = logits + self.learning_rate * m_hat / (np.sqrt(v_hat) + _ADAM_EPS)
+
+    def tell(self, arch: Architecture, result: Result) -> None:
+        arch = self.space.canonicalize(arch)
+        key = arch.id
+        self._tried[key] = None
+        queue = self._pending.get(key)
+        indices = queue.popleft() if queue else self._indices_of(arch)  # unasked: off-policy step
+        if queue is not None and not queue:
+            del self._pending[key]
+        if is_failure(result):
+            return  # no reward to learn from; the network is not drawn again
+        metrics = {str(k): float(v) for k, v in result.items()}
+        if self.objective.is_multi_objective():
+            values = self.objective.values(metrics)
+            if self._value_bounds is None:
+                self._value_bounds = [[v, v] for v in values]
+            for b, v in zip(self._value_bounds, values):
+                b[0], b[1] = min(b[0], v), max(b[1], v)
+        self._results[key] = metrics
+        self._update(indices, self._reward(metrics))
+
+    # ----- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "rng": random_state_to_json(self.rng),
+            "logits": [x.tolist() for x in self._logits],
+            "adam_m": [x.tolist() for x in self._adam_m],
+            "adam_v": [x.tolist() for x in self._adam_v],
+            "adam_t": self._adam_t,
+            "baseline": self._baseline,
+            "reward_var": self._reward_var,
+            "value_bounds": self._value_bounds,
+            "results": {k: result_to_json(m) for k, m in self._results.items()},
+            "tried": list(self._tried),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        random_state_from_json(self.rng, state["rng"])
+        self._logits = [np.asarray(x, dtype=float) for x in state["logits"]]
+        self._adam_m = [np.asarray(x, dtype=float) for x in state["adam_m"]]
+        self._adam_v = [np.asarray(x, dtype=float) for x in state["adam_v"]]
+        self._adam_t = int(state["adam_t"])
+        self._baseline = state["baseline"]
+        self._reward_var = float(state["reward_var"])
+        self._value_bounds = state["value_bounds"]
+        self._results = {k: result_from_json(m) for k, m in state["results"].items()}
+        self._tried = dict.fromkeys(state["tried"])
+        self._pending = {}

@@ -1,0 +1,176 @@
+"""TPE (Bergstra et al. 2011) through Optuna's ask/tell interface.
+
+A thin adapter: each decision of the space is a categorical parameter
+(``trial.suggest_categorical``), ``ask`` is ``study.ask()`` plus one suggestion per
+decision, ``tell`` is ``study.tell``. Optuna is imported only here.
+
+* Objective: single-objective modes maximise ``objective.score``; ``pareto`` mode is a
+  two-direction study (maximise, maximise) on ``objective.values`` = (accuracy,
+  -latency), which Optuna's TPE handles natively (Ozaki et al. 2020).
+* Parallel asks: ``constant_liar=True`` (default) makes TPE treat trials still running
+  as bad, so N asks in flight are not N copies of the same guess.
+* Determinism and resume: Optuna's sampler keeps a private random state we cannot save
+  as plain data, so the sampler is rebuilt before every ask with a seed derived from
+  (seed, number of asks so far). The strategy's state is then just the list of told
+  results; ``load_state_dict`` replays it into a fresh study with ``study.add_trial``,
+  and the next asks are those of an uninterrupted run.
+* Storage: ``storage_path`` keeps the study in ``sqlite:///PATH``, which
+  ``optuna-dashboard sqlite:///PATH`` can open; default in memory. If the file already
+  holds the study (same ``study_name``), it is reused (``load_if_exists``): every told
+  trial carries a ``nas_tell_index`` user attribute, so ``load_state_dict`` adds only the
+  told results the file does not have yet, never twice. Trials left RUNNING in the file
+  by a process that died are marked FAIL, so the constant liar does not count them forever.
+
+Why these defaults (measured on NAS-Bench-201, see ``bench/strategies_nb201.py``):
+``multivariate=True`` models the decisions jointly (the cell's edges interact), and
+``n_startup_trials`` is left at Optuna's 10 random trials.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any, Mapping
+
+import numpy as np
+
+from search_spaces.architecture import Architecture
+from search_spaces.base import SearchSpace
+
+from ..objectives import Objective
+from .base import Result, Strategy, is_failure, register_strategy, result_from_json, result_to_json
+
+_TELL_INDEX = "nas_tell_index"
+_RESULT = "nas_result"
+_ARCH_ID = "nas_arch_id"
+
+
+@register_strategy("tpe")
+class TPEStrategy(Strategy):
+    """Optuna's TPESampler over ``space.decisions()``.
+
+    Options:
+      ``n_startup_trials`` (10): random trials before TPE starts modelling.
+      ``n_ei_candidates`` (24): candidates scored by l(x)/g(x) per ask.
+      ``multivariate`` (True): joint (multivariate) TPE instead of one model per decision.
+      ``constant_liar`` (True): pending trials count as bad while running.
+      ``storage_path`` (None): SQLite file for the study (in memory when None).
+      ``study_name`` ("nas"): the study's name in the storage.
+    """
+
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
+                 n_startup_trials: int = 10, n_ei_candidates: int = 24, multivariate: bool = True,
+                 constant_liar: bool = True, storage_path: str | None = None, study_name: str = "nas") -> None:
+        super().__init__(space, objective, seed)
+        import optuna
+        from optuna.distributions import CategoricalDistribution
+
+        self._optuna = optuna
+        optuna.logging.set_verbosity(logging.WARNING)  # no INFO line per trial
+        self.n_startup_trials = n_startup_trials
+        self.n_ei_candidates = n_ei_candidates
+        self.multivariate = multivariate
+        self.constant_liar = constant_liar
+        self.storage_path = storage_path
+        self.study_name = study_name
+        self._distributions = {name: CategoricalDistribution(list(choices))
+                               for name, choices in space.decisions().items()}
+        directions = ["maximize", "maximize"] if objective.is_multi_objective() else ["maximize"]
+        self._study = optuna.create_study(
+            storage=f"sqlite:///{storage_path}" if storage_path else None,
+            sampler=self._sampler(0), study_name=study_name, directions=directions, load_if_exists=True)
+        if [d.name.lower() for d in self._study.directions] != directions:
+            raise ValueError(f"study {study_name!r} in {storage_path} has directions "
+                             f"{[d.name for d in self._study.directions]}, this objective needs {directions}")
+        self._pending: dict[str, deque[Any]] = {}  # arch id -> optuna Trials asked, not told
+        # Told results in tell order: {"number", "params", "result"} (plain data).
+        self._told: list[dict[str, Any]] = []
+        self._n_asked = 0
+        self._adopt_existing_trials()
+
+    # ----- optuna plumbing -----------------------------------------------------------------
+    def _sampler(self, n_asked: int):
+        seed = int(np.random.SeedSequence([self.seed, n_asked]).generate_state(1)[0])
+        return self._optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=self.n_startup_trials, n_ei_candidates=self.n_ei_candidates,
+            multivariate=self.multivariate, constant_liar=self.constant_liar)
+
+    def _adopt_existing_trials(self) -> None:
+        """Reuse a study already in the storage: its told trials become our history."""
+        TrialState = self._optuna.trial.TrialState
+        told = []
+        for t in self._study.get_trials(deepcopy=False):
+            if t.state == TrialState.RUNNING:  # left by a process that died: never coming back
+                self._study.tell(t.number, state=TrialState.FAIL)
+            elif _TELL_INDEX in t.user_attrs:
+                told.append((t.user_attrs[_TELL_INDEX],
+                             {"number": t.number, "params": dict(t.params), "result": t.user_attrs[_RESULT]}))
+        self._told = [entry for _, entry in sorted(told, key=lambda x: x[0])]
+        self._n_asked = len(self._study.get_trials(deepcopy=False))
+
+    def _values(self, result: Result) -> list[float] | None:
+        if is_failure(result):
+            return None
+        if self.objective.is_multi_objective():
+            return list(self.objective.values(result))
+        return [self.objective.score(result)]
+
+    def _user_attrs(self, index: int, arch_id: str, result: Result) -> dict[str, Any]:
+        return {_TELL_INDEX: index, _ARCH_ID: arch_id, _RESULT: result_to_json(result)}
+
+    def _add_finished(self, params: Mapping[str, Any], result: Result, attrs: dict[str, Any]) -> None:
+        TrialState = self._optuna.trial.TrialState
+        values = self._values(result)
+        self._study.add_trial(self._optuna.trial.create_trial(
+            state=TrialState.FAIL if values is None else TrialState.COMPLETE, values=values,
+            params=dict(params), distributions=self._distributions, user_attrs=attrs))
+
+    # ----- ask / tell ----------------------------------------------------------------------
+    def ask(self) -> Architecture | None:
+        self._study.sampler = self._sampler(self._n_asked)
+        self._n_asked += 1
+        trial = self._study.ask()
+        sample = {name: trial.suggest_categorical(name, d.choices) for name, d in self._distributions.items()}
+        arch = self.space.from_sample(sample)
+        self._pending.setdefault(arch.id, deque()).append(trial)
+        return arch
+
+    def tell(self, arch: Architecture, result: Result) -> None:
+        arch = self.space.canonicalize(arch)
+        values = self._values(result)  # validates the metrics before anything is recorded
+        index = len(self._told)
+        attrs = self._user_attrs(index, arch.id, result)
+        queue = self._pending.get(arch.id)
+        if queue:
+            trial = queue.popleft()
+            if not queue:
+                del self._pending[arch.id]
+            for key, value in attrs.items():
+                trial.set_user_attr(key, value)
+            state = self._optuna.trial.TrialState.FAIL if values is None else None
+            frozen = self._study.tell(trial, values, state=state)
+            number, params = frozen.number, dict(frozen.params)
+        else:  # not asked by us (resume, user seed): record it as a finished trial
+            params = dict(arch.sample)
+            self._add_finished(params, result, attrs)
+            number = self._study.get_trials(deepcopy=False)[-1].number
+            self._n_asked += 1  # it took a trial number, as an ask would have
+        self._told.append({"number": number, "params": params, "result": result_to_json(result)})
+
+    # ----- state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_asked": self._n_asked, "told": [dict(e, params=dict(e["params"])) for e in self._told]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        present = {e["number"] for e in self._told}  # already in a reused storage
+        have = len(self._told)
+        told = list(state["told"])
+        # Replay in trial-number order: TPE weighs trials by age, so the fresh study must
+        # see them in the order the original one did.
+        for index, entry in sorted(enumerate(told), key=lambda x: x[1]["number"]):
+            if index < have and entry["number"] in present:
+                continue
+            result = result_from_json(entry["result"])
+            arch = self.space.from_sample(entry["params"])
+            self._add_finished(entry["params"], result, self._user_attrs(index, arch.id, result))
+        self._told = told
+        self._n_asked = max(int(state["n_asked"]), len(self._study.get_trials(deepcopy=False)))

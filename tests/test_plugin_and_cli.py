@@ -1,0 +1,85 @@
+"""A separate package adds a search space through the entry point; the CLI works end to
+end and answers bad input with exit 2 and one clear line."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_nas(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory):
+    """Install tests/plugin_pkg into a private folder; return an env that sees it."""
+    target = tmp_path_factory.mktemp("plugin_site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT / "tests" / "plugin_pkg")], check=True, capture_output=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), str(ROOT)])
+    return env
+
+
+def test_plugin_space_is_discovered_and_usable(plugin_env):
+    out = run_nas("space", "list", env=plugin_env)
+    assert out.returncode == 0, out.stderr
+    names = [line.split("\t")[0] for line in out.stdout.splitlines()]
+    assert "tiny_plugin" in names and "cpu_detector" in names
+    out = run_nas("space", "sample", "--space", "tiny_plugin", "--n", "3", "--seed", "1", env=plugin_env)
+    assert out.returncode == 0, out.stderr
+    archs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(archs) == 3 and all(a["space"] == "tiny_plugin" for a in archs)
+    code = ("from search_spaces import get_space\n"
+            "from nas.testing.space_conformance import check_space\n"
+            "check_space(get_space('tiny_plugin'), n=5)\nprint('conformant')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=plugin_env, timeout=300)
+    assert res.returncode == 0 and "conformant" in res.stdout, res.stderr
+
+
+def test_space_sample_is_deterministic_json_lines():
+    a = run_nas("space", "sample", "--n", "4", "--seed", "7")
+    b = run_nas("space", "sample", "--n", "4", "--seed", "7")
+    assert a.returncode == 0 and a.stdout == b.stdout
+    assert [json.loads(line)["space"] for line in a.stdout.splitlines()] == ["cpu_detector"] * 4
+
+
+def test_space_show_reference_and_compact(tmp_path):
+    out = run_nas("space", "show", "mobilenetv2_like_w1.0")
+    assert out.returncode == 0, out.stderr
+    assert "params 1.4" in out.stdout and "FLOPs" in out.stdout and "s3.b3" in out.stdout
+    compact = [l for l in out.stdout.splitlines() if l.startswith("compact")][0].split()[1]
+    again = run_nas("space", "show", compact)
+    assert again.returncode == 0 and again.stdout.splitlines()[0] == out.stdout.splitlines()[0]
+
+
+def test_export_cli_checks_against_torch(tmp_path):
+    out = run_nas("export", "pp_lcnet_like_w0.5", "--out", str(tmp_path / "m.onnx"), "--check", "--input-size", "64")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000
+    from nas.export import read_metadata
+    meta = read_metadata(tmp_path / "m.onnx")
+    assert json.loads(meta["nas.architecture"])["space"] == "cpu_detector"
+    assert json.loads(meta["nas.input_hw"]) == [64, 64]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("space", "show", '{"space": "cpu_detector", "sample": {"s1.depth": 9}}'), "sample."),
+    (("space", "show", "no_such_reference"), "unknown search space 'no_such_reference'"),
+    (("space", "show", "/nonexistent/arch.json"), "error"),
+    (("space", "sample", "--space", "nope"), "unknown search space 'nope'"),
+    (("export", "--out", "x.onnx"), "give an architecture or --weights"),
+    (("export", "--out", "x.onnx", "--weights", "/nonexistent.pt"), "checkpoint /nonexistent.pt does not exist"),
+    (("space", "sample", "--n", "abc"), "invalid int value"),
+])
+def test_usage_errors_exit_2_without_traceback(args, message):
+    out = run_nas(*args)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
