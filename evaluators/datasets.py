@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable, Sequence, Union, overload
 import numpy as np
 from PIL import Image
 
+from search_spaces.errors import InputError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 FORMATS = ("coco", "yolo", "voc")
@@ -87,7 +89,7 @@ PROBLEM_KINDS = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset that cannot be used as it is.
 
     The message says what is wrong, where (file and line or field) and what to do;
@@ -392,6 +394,12 @@ def _coco_images(imgs: list, ann_file: Path, split: str, problems: list[Problem]
     return images
 
 
+def _preview(values: Sequence[Any], n: int = 10) -> str:
+    """``1, 2, 3`` or ``1, 2, ..., 90``: short enough for an error message."""
+    shown = [str(v) for v in values]
+    return ", ".join(shown) if len(shown) <= n else ", ".join(shown[:n - 1]) + f", ..., {shown[-1]}"
+
+
 def _coco_annotation(
     ann: Any, i: int, ann_file: Path, split: str, images: dict[int, dict],
     cat_to_label: dict[int, int], per_image: dict[int, tuple[list, list]], problems: list[Problem],
@@ -412,7 +420,7 @@ def _coco_annotation(
     if label is None:
         problems.append(Problem("unknown_class", f"{where} field 'category_id'",
                                 f"category_id {ann.get('category_id')!r} is not in 'categories' "
-                                f"(ids {sorted(cat_to_label)[:10]}...); fix the id or add the category", split))
+                                f"(ids {_preview(sorted(cat_to_label))}); fix the id or add the category", split))
         return
     bbox = ann.get("bbox")
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)):

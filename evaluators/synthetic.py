@@ -4,7 +4,7 @@ Six classes (:data:`SYNTHETIC_CLASSES`) that differ in shape; each also prefers 
 fill texture (solid / striped / checkered / noisy) but only about half of the time, so
 texture alone cannot name the class and a detector has to learn shape. Objects span
 12 px to 45 % of the image, aspect ratios 0.5-2, 1-8 per image, may leave the frame
-(their box is clipped) and may overlap (boxes are of the full object; every object
+(the box covers the part inside) and may overlap (boxes are of the full object; every object
 keeps at least :data:`MIN_VISIBLE` of its pixels visible). Backgrounds are gradients,
 low-frequency colour noise, soft blobs and lines; clutter is small shapes, arcs, bars
 and lines coloured like the objects, which are not objects.
@@ -12,7 +12,8 @@ and lines coloured like the objects, which are not objects.
 Every image is a pure function of ``(seed, split, index)``: the same seed always gives
 identical pixels, and ``train`` and ``val`` never share an image. Boxes come from the
 rasterised object masks, so they are tight to the pixel: ``(x1, y1, x2, y2)`` with
-pixel column ``j`` spanning ``[j, j+1)``.
+pixel column ``j`` spanning ``[j, j+1)``, around the whole object (occluded parts
+included) as far as it lies inside the image.
 """
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ class _Object:
     texture: str
     color: np.ndarray       # (3,) float, main fill colour 0..255
     color2: np.ndarray      # (3,) float, second colour of stripes / checks / speckle
-    box: tuple[float, float, float, float]  # tight xyxy of the full object, clipped
+    box: tuple[float, float, float, float]  # tight xyxy of the object's in-image pixels
 
 
 def _random_color(rng: np.random.Generator, s_range=(0.35, 1.0), v_range=(0.3, 1.0)) -> np.ndarray:
@@ -169,13 +170,15 @@ def _full_mask(mask: np.ndarray, x0: int, y0: int, size: int) -> np.ndarray:
     return out
 
 
-def _tight_box(mask: np.ndarray, x0: int, y0: int, size: int) -> tuple[float, float, float, float]:
-    """Tight xyxy of the full (unclipped) mask, then clipped to the image."""
-    rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-    x1, x2 = x0 + cols[0], x0 + cols[-1] + 1
-    y1, y2 = y0 + rows[0], y0 + rows[-1] + 1
-    return (float(min(max(x1, 0), size)), float(min(max(y1, 0), size)),
-            float(min(max(x2, 0), size)), float(min(max(y2, 0), size)))
+def _tight_box(placed: np.ndarray) -> tuple[float, float, float, float]:
+    """Tight xyxy of an object's in-image pixels (``placed``: its full mask in the image).
+
+    Amodal for occlusion (other objects hiding it do not shrink the box) but not for
+    the frame: a part outside the image cannot be seen, so like a human annotator the
+    box hugs what is inside, which is tighter than clipping the out-of-frame extent.
+    """
+    rows, cols = np.nonzero(placed.any(axis=1))[0], np.nonzero(placed.any(axis=0))[0]
+    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
 
 
 def _try_place(
@@ -232,7 +235,7 @@ def _layout(rng: np.random.Generator, size: int) -> list[_Object]:
         x0, y0, placed = placement
         owner[placed] = len(objects)
         full_area.append(int(placed.sum()))
-        objects.append(_Object(label, x0, y0, mask, texture, color, color2, _tight_box(mask, x0, y0, size)))
+        objects.append(_Object(label, x0, y0, mask, texture, color, color2, _tight_box(placed)))
     return objects
 
 

@@ -52,7 +52,8 @@ class RegularizedEvolution(Strategy):
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
-                 population_size: int = 10, sample_size: int = 3, max_tries: int = 20) -> None:
+                 population_size: int = 10, sample_size: int = 10, max_tries: int = 20,
+                 avoid_duplicates: bool = True, reuse_results: bool = True) -> None:
         super().__init__(space, objective, seed)
         if population_size < 1 or not 1 <= sample_size <= population_size:
             raise ValueError(f"need population_size >= sample_size >= 1, got P={population_size}, S={sample_size}")
@@ -61,17 +62,28 @@ class RegularizedEvolution(Strategy):
         self.population_size = population_size
         self.sample_size = sample_size
         self.max_tries = max_tries
+        self.avoid_duplicates = avoid_duplicates
+        self.reuse_results = reuse_results
+        self._results: dict[str, Metrics] = {}  # canonical id -> metrics of every success
         # Oldest first; each member is (architecture, metrics).
         self._population: deque[tuple[Architecture, Metrics]] = deque()
         self._seen: dict[str, None] = {}
 
     # ----- ask ---------------------------------------------------------------------------
     def ask(self) -> Architecture | None:
-        if len(self._population) < self.population_size:
-            arch = self._random_unseen()
-        else:
-            parent = self._tournament()
-            arch = self._child_of(parent)
+        arch = None
+        for _ in range(self.max_tries * 10):  # cheap: no evaluation happens in here
+            if len(self._population) < self.population_size:
+                arch = self._random_unseen()
+            else:
+                arch = self._child_of(self._tournament())
+            known = self._results.get(arch.id) if self.reuse_results else None
+            if known is None:
+                break
+            # A child we already evaluated: it joins the population with its known result
+            # (as re-evaluating it would, without spending an evaluation) and we go again.
+            self._add(arch, known)
+        assert arch is not None
         self._seen[arch.id] = None
         return arch
 
@@ -96,8 +108,8 @@ class RegularizedEvolution(Strategy):
 
     def _child_of(self, parent: Architecture) -> Architecture:
         child = self.space.mutate(parent, self.rng)
-        for attempt in range(self.max_tries - 1):
-            if child.id not in self._seen:
+        for attempt in range(self.max_tries - 1 if self.avoid_duplicates else 0):
+            if child.id not in self._seen or (self.reuse_results and child.id in self._results):
                 break
             # First try the parent's other neighbours, then walk further away: a parent
             # whose whole neighbourhood was evaluated still gets a new child.
@@ -116,6 +128,10 @@ class RegularizedEvolution(Strategy):
             self.objective.values(metrics)
         else:
             self.objective.score(metrics)
+        self._results[arch.id] = metrics
+        self._add(arch, metrics)
+
+    def _add(self, arch: Architecture, metrics: Metrics) -> None:
         self._population.append((arch, metrics))
         if len(self._population) > self.population_size:
             self._population.popleft()  # the oldest dies, not the worst
@@ -125,11 +141,13 @@ class RegularizedEvolution(Strategy):
         return {
             "rng": random_state_to_json(self.rng),
             "seen": list(self._seen),
+            "results": {k: result_to_json(m) for k, m in self._results.items()},
             "population": [{"sample": dict(a.sample), "result": result_to_json(m)} for a, m in self._population],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         random_state_from_json(self.rng, state["rng"])
         self._seen = dict.fromkeys(state["seen"])
+        self._results = {k: result_from_json(m) for k, m in state["results"].items()}
         self._population = deque(
             (self.space.from_sample(m["sample"]), result_from_json(m["result"])) for m in state["population"])

@@ -47,11 +47,6 @@ _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
 @register_strategy("rl")
 class ReinforceStrategy(Strategy):
     """REINFORCE over independent categoricals, one per decision.
@@ -77,45 +72,56 @@ class ReinforceStrategy(Strategy):
         self.max_redraws = max_redraws
         self._decisions = space.decisions()
         self._names = list(self._decisions)
-        sizes = [len(c) for c in self._decisions.values()]
-        self._logits = [np.zeros(n) for n in sizes]
-        self._adam_m = [np.zeros(n) for n in sizes]
-        self._adam_v = [np.zeros(n) for n in sizes]
+        sizes = np.array([len(c) for c in self._decisions.values()])
+        # One row of logits per decision, padded to the widest; padding is masked out.
+        self._mask = np.arange(sizes.max())[None, :] < sizes[:, None]
+        self._rows = np.arange(len(sizes))
+        self._logits = np.zeros(self._mask.shape)
+        self._adam_m = np.zeros(self._mask.shape)
+        self._adam_v = np.zeros(self._mask.shape)
         self._adam_t = 0
         self._baseline: float | None = None
         self._reward_var = 0.0
         self._value_bounds: list[list[float]] | None = None  # pareto: running min/max of values
         self._results: dict[str, Metrics] = {}  # canonical id -> metrics of every success told
         self._tried: dict[str, None] = {}  # canonical ids asked or told (failures included)
-        self._pending: dict[str, deque[list[int]]] = {}  # id -> drawn choice indices, per ask
+        self._pending: dict[str, deque[tuple[int, ...]]] = {}  # id -> drawn choice indices, per ask
+        self._arch_cache: dict[tuple[int, ...], Architecture] = {}  # draws -> canonical arch (speed only)
 
     # ----- policy ------------------------------------------------------------------------
-    def _draw(self) -> list[int]:
-        # random.Random keeps all randomness in one serialisable generator.
-        out = []
-        for logits in self._logits:
-            p = np.cumsum(_softmax(logits))
-            out.append(min(int(np.searchsorted(p, self.rng.random() * p[-1], side="right")), len(p) - 1))
-        return out
+    def _probs(self) -> np.ndarray:
+        x = np.where(self._mask, self._logits, -np.inf)
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
 
-    def _arch(self, indices: list[int]) -> Architecture:
-        return self.space.from_sample({n: self._decisions[n][i] for n, i in zip(self._names, indices)})
+    def _draw(self) -> tuple[int, ...]:
+        # Inverse-CDF draws from random.Random: all randomness in one serialisable generator.
+        cdf = np.cumsum(self._probs(), axis=1)
+        u = np.array([self.rng.random() for _ in self._names]) * cdf[:, -1]
+        idx = (cdf <= u[:, None]).sum(axis=1)
+        return tuple(int(i) for i in np.minimum(idx, self._mask.sum(axis=1) - 1))
 
-    def _indices_of(self, arch: Architecture) -> list[int]:
+    def _arch(self, indices: tuple[int, ...]) -> Architecture:
+        arch = self._arch_cache.get(indices)
+        if arch is None:
+            if len(self._arch_cache) > 100_000:
+                self._arch_cache.clear()
+            arch = self.space.from_sample({n: self._decisions[n][i] for n, i in zip(self._names, indices)})
+            self._arch_cache[indices] = arch
+        return arch
+
+    def _indices_of(self, arch: Architecture) -> tuple[int, ...]:
         out = []
         for name in self._names:
             value = arch.sample[name]
             out.append(next(i for i, c in enumerate(self._decisions[name]) if c == value and type(c) is type(value)))
-        return out
+        return tuple(out)
 
     def ask(self) -> Architecture | None:
         indices = self._draw()
         arch = self._arch(indices)
         for _ in range(self.max_redraws if self.reuse_results else 0):
-            known = self._results.get(arch.id)
-            if known is not None:
-                self._update(indices, self._reward(known))
-            elif arch.id not in self._tried:  # failures and pending asks are not re-drawn either
+            if arch.id not in self._tried:  # known results, failures and pending asks are re-drawn
                 break
             indices = self._draw()
             arch = self._arch(indices)
@@ -129,7 +135,7 @@ class ReinforceStrategy(Strategy):
             return self.objective.score(metrics)
         return self.objective.scalarize(metrics, self.rng.random(), self._value_bounds)
 
-    def _update(self, indices: list[int], reward: float) -> None:
+    def _update(self, indices: tuple[int, ...], reward: float) -> None:
         if self._baseline is None:
             self._baseline = reward
         advantage = reward - self._baseline
@@ -138,21 +144,20 @@ class ReinforceStrategy(Strategy):
         self._baseline = d * self._baseline + (1 - d) * reward
         if self._reward_var > 0:
             advantage /= np.sqrt(self._reward_var)
+        p = self._probs()
+        grad = -advantage * p  # d log p[a] / d logits = onehot(a) - p, per decision
+        grad[self._rows, list(indices)] += advantage
+        if self.entropy_weight:
+            logp = np.log(np.where(self._mask, p, 1.0))  # padding: p = 0, log 1 = 0
+            entropy = -(p * logp).sum(axis=1, keepdims=True)
+            grad += self.entropy_weight * (-p * (logp + entropy))  # d H / d logits
         self._adam_t += 1
         b1, b2 = _ADAM_BETAS
-        for k, (logits, a) in enumerate(zip(self._logits, indices)):
-            p = _softmax(logits)
-            grad = -advantage * p
-            grad[a] += advantage  # d log p[a] / d logits = onehot(a) - p
-            if self.entropy_weight:
-                logp = np.log(p + 1e-12)
-                entropy = -(p * logp).sum()
-                grad += self.entropy_weight * (-p * (logp + entropy))  # d H / d logits
-            self._adam_m[k] = b1 * self._adam_m[k] + (1 - b1) * grad
-            self._adam_v[k] = b2 * self._adam_v[k] + (1 - b2) * grad ** 2
-            m_hat = self._adam_m[k] / (1 - b1 ** self._adam_t)
-            v_hat = self._adam_v[k] / (1 - b2 ** self._adam_t)
-            self._logits[k] = logits + self.learning_rate * m_hat / (np.sqrt(v_hat) + _ADAM_EPS)
+        self._adam_m = b1 * self._adam_m + (1 - b1) * grad
+        self._adam_v = b2 * self._adam_v + (1 - b2) * grad ** 2
+        m_hat = self._adam_m / (1 - b1 ** self._adam_t)
+        v_hat = self._adam_v / (1 - b2 ** self._adam_t)
+        self._logits = self._logits + self.learning_rate * m_hat / (np.sqrt(v_hat) + _ADAM_EPS)
 
     def tell(self, arch: Architecture, result: Result) -> None:
         arch = self.space.canonicalize(arch)
@@ -178,9 +183,9 @@ class ReinforceStrategy(Strategy):
     def state_dict(self) -> dict[str, Any]:
         return {
             "rng": random_state_to_json(self.rng),
-            "logits": [x.tolist() for x in self._logits],
-            "adam_m": [x.tolist() for x in self._adam_m],
-            "adam_v": [x.tolist() for x in self._adam_v],
+            "logits": self._logits.tolist(),
+            "adam_m": self._adam_m.tolist(),
+            "adam_v": self._adam_v.tolist(),
             "adam_t": self._adam_t,
             "baseline": self._baseline,
             "reward_var": self._reward_var,
@@ -191,9 +196,9 @@ class ReinforceStrategy(Strategy):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         random_state_from_json(self.rng, state["rng"])
-        self._logits = [np.asarray(x, dtype=float) for x in state["logits"]]
-        self._adam_m = [np.asarray(x, dtype=float) for x in state["adam_m"]]
-        self._adam_v = [np.asarray(x, dtype=float) for x in state["adam_v"]]
+        self._logits = np.asarray(state["logits"], dtype=float)
+        self._adam_m = np.asarray(state["adam_m"], dtype=float)
+        self._adam_v = np.asarray(state["adam_v"], dtype=float)
         self._adam_t = int(state["adam_t"])
         self._baseline = state["baseline"]
         self._reward_var = float(state["reward_var"])

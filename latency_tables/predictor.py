@@ -1,0 +1,139 @@
+"""Latency prediction from a table: per-op medians summed, then a calibration fitted on
+whole networks measured end to end.
+
+Why a calibration: an op timed as its own ONNX model pays one ``session.run`` call
+overhead and sees its inputs in the default layout, while inside a network onnxruntime
+fuses across op borders and keeps blocked layouts between ops. The per-op sum is
+therefore biased by op kind and by the number of ops. The correction is linear:
+
+    latency ~= sum_k coef_k * (sum of table ms over ops of kind k) + coef_n * n_ops + coef_0
+
+fitted by non-negative least squares on relative error over a calibration set of whole
+networks measured on the same machine (see ``profiler.calibrate``). BENCHMARKS.md holds
+the numbers that justify it against the plain sum.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from search_spaces import Architecture, OpSpec, SearchSpace, get_space
+
+from .fingerprint import mismatches
+from .table import MissingOpError, TableData, build_command
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+
+
+class FingerprintMismatchWarning(UserWarning):
+    """The table was measured on another machine: predictions may not hold here."""
+
+
+_warned: set[str] = set()
+
+
+def default_table_path(space: SearchSpace, threads: int) -> Path:
+    s = space.settings()
+    return TABLES_DIR / f"{space.name}_{s.get('input_size')}px_{s.get('num_classes')}cls_{threads}t.json"
+
+
+def kinds_of(table: TableData) -> list[str]:
+    return sorted({entry["kind"] for entry in table.ops.values()})
+
+
+def op_features(ops_ms: list[tuple[str, float]], kinds: list[str]) -> np.ndarray:
+    """[sum ms per kind..., n_ops, 1] for one network's (kind, ms) list."""
+    f = np.zeros(len(kinds) + 2)
+    index = {k: i for i, k in enumerate(kinds)}
+    for kind, ms in ops_ms:
+        f[index[kind]] += ms
+    f[-2] = len(ops_ms)
+    f[-1] = 1.0
+    return f
+
+
+def fit_calibration(table: TableData, space: SearchSpace, measured: dict[str, float]) -> dict:
+    """NNLS fit of the correction on relative error; returns the calibration fields."""
+    from scipy.optimize import nnls
+
+    predictor = LatencyTable(table, space, calibrated=False)
+    kinds = kinds_of(table)
+    rows, ys = [], []
+    for arch_json, ms in measured.items():
+        rows.append(predictor.features(Architecture.from_json(arch_json), kinds))
+        ys.append(ms)
+    a, y = np.array(rows), np.array(ys)
+    coef, _ = nnls(a / y[:, None], np.ones(len(y)))
+    fitted = a @ coef
+    raw = a[:, :-2].sum(1)
+    return {"features": kinds + ["n_ops", "intercept"], "coef": [float(c) for c in coef],
+            "n_models": len(y), "fit_mape": float(np.mean(np.abs(fitted - y) / y)),
+            "raw_sum_mape": float(np.mean(np.abs(raw - y) / y))}
+
+
+class LatencyTable:
+    """Predicts a network's latency (ms) on the table's machine and thread count.
+
+    ``predict(arch)`` is cached per architecture and costs one ``ops()`` walk plus dict
+    look-ups the first time. A missing op raises :class:`MissingOpError` naming the op
+    key and the command that measures it; there is never a made-up value.
+    """
+
+    def __init__(self, table: TableData, space: SearchSpace | None = None, calibrated: bool = True):
+        self.table = table
+        self.space = space or get_space(table.header["space"], **table.header.get("settings", {}))
+        if self.space.settings() != table.header.get("settings"):
+            raise ValueError(f"table {table.path} is for {table.header.get('settings')}, space is {self.space.settings()}")
+        cal = table.calibration if calibrated else None
+        self.calibrated = bool(cal and "coef" in cal)
+        self._coef = np.array(cal["coef"]) if self.calibrated else None
+        self._kinds = cal["features"][:-2] if self.calibrated else kinds_of(table)
+        self._ms = {key: entry["median_ms"] for key, entry in table.ops.items()}
+        self.predict = functools.lru_cache(maxsize=200_000)(self._predict)  # type: ignore[method-assign]
+
+    @classmethod
+    def load(cls, path: str | Path, space: SearchSpace | None = None, threads: int | None = None) -> "LatencyTable":
+        table = TableData.load(path)
+        diff = mismatches(table.header.get("fingerprint", {}), threads)
+        if diff and str(path) not in _warned:
+            _warned.add(str(path))
+            warnings.warn(f"latency table {path} was not measured on this machine ({'; '.join(diff)}); "
+                          f"build one here with: {build_command(table.header)}", FingerprintMismatchWarning, stacklevel=2)
+        return cls(table, space)
+
+    @classmethod
+    def default(cls, space: SearchSpace, threads: int = 1) -> "LatencyTable":
+        """The committed table for this space's settings and thread count."""
+        return cls.load(default_table_path(space, threads), space, threads)
+
+    @property
+    def threads(self) -> int:
+        return int(self.table.header.get("fingerprint", {}).get("threads", 1))
+
+    def op_ms(self, spec: OpSpec) -> float:
+        try:
+            return self._ms[spec.key]
+        except KeyError:
+            raise MissingOpError(
+                f"op '{spec.key}' (at {spec.role}) is not in latency table {self.table.path}; measure the missing ops with: "
+                f"{build_command(self.table.header, self.table.path)} (it resumes and measures only what is missing)") from None
+
+    def ops_ms(self, arch: Architecture) -> list[tuple[str, float]]:
+        return [(spec.kind, self.op_ms(spec)) for spec in self.space.ops(arch)]
+
+    def features(self, arch: Architecture, kinds: list[str] | None = None) -> np.ndarray:
+        return op_features(self.ops_ms(arch), kinds or self._kinds)
+
+    def raw_sum(self, arch: Architecture) -> float:
+        return float(sum(ms for _, ms in self.ops_ms(arch)))
+
+    def _predict(self, arch: Architecture) -> float:
+        if not self.calibrated:
+            return self.raw_sum(arch)
+        return float(self.features(arch) @ self._coef)
+
+    def predict_many(self, archs) -> np.ndarray:
+        return np.array([self.predict(a) for a in archs])

@@ -1,0 +1,83 @@
+"""The latency table: a JSON file with a schema version, the hardware fingerprint and
+one entry per op key, plus the calibration fitted on whole-network measurements.
+
+File layout (schema 1)::
+
+    {"schema": 1,
+     "header": {"space": ..., "settings": {...}, "fingerprint": {...}, "opset": 17,
+                "dtype": "float32", "batch": 1, "input_size": 256, "statistic": "median"},
+     "ops": {"<op key>": {"kind": ..., "params": {...}, "input_shapes": [[...]],
+                           "median_ms": ..., "iqr_ms": ..., "runs": ...}},
+     "calibration": {"features": [...], "coef": [...], "n_models": ..., ...} | null}
+
+Writes are atomic (temp file + rename), so an interrupted build never corrupts a table.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from search_spaces.errors import InputError
+
+SCHEMA_VERSION = 1
+
+
+class TableError(InputError):
+    """A table file that is missing, corrupt or of another schema; names the file."""
+
+
+class MissingOpError(TableError):
+    """An op the table has no measurement for: names the op key and the command to fill it."""
+
+
+def build_command(header: dict, out: str | Path | None = None) -> str:
+    settings = header.get("settings", {})
+    parts = ["nas latency build", f"--space {header.get('space', 'cpu_detector')}",
+             f"--threads {header.get('fingerprint', {}).get('threads', 1)}",
+             f"--input-size {settings.get('input_size', header.get('input_size', 256))}"]
+    if "num_classes" in settings:
+        parts.append(f"--num-classes {settings['num_classes']}")
+    parts.append(f"--out {out or 'TABLE.json'}")
+    return " ".join(parts)
+
+
+@dataclass
+class TableData:
+    header: dict
+    ops: dict[str, dict] = field(default_factory=dict)
+    calibration: dict | None = None
+    path: Path | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA_VERSION, "header": self.header, "ops": self.ops,
+                           "calibration": self.calibration}, indent=1, sort_keys=True)
+
+    def save(self, path: str | Path | None = None) -> None:
+        path = Path(path or self.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        tmp.replace(path)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TableData":
+        path = Path(path)
+        if not path.is_file():
+            raise TableError(f"latency table {path} does not exist; build one with 'nas latency build ... --out {path}'")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TableError(f"latency table {path} is corrupt (not valid JSON: {exc}); delete it and rebuild") from None
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+            found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            raise TableError(f"latency table {path} has schema {found!r}; this version reads schema {SCHEMA_VERSION}")
+        for name, kind in (("header", dict), ("ops", dict)):
+            if not isinstance(data.get(name), kind):
+                raise TableError(f"latency table {path}: field '{name}' is missing or not an object")
+        for key, entry in data["ops"].items():
+            if not isinstance(entry, dict) or not isinstance(entry.get("median_ms"), (int, float)):
+                raise TableError(f"latency table {path}: entry 'ops.{key}' has no numeric 'median_ms'")
+        return cls(data["header"], data["ops"], data.get("calibration"), path)

@@ -1,0 +1,103 @@
+"""Latency tables on a tiny space: format round trip, stable keys, clear errors,
+resumable builds, and a predictor close to whole-model measurement."""
+import json
+import random
+
+import pytest
+
+import toy_conv_space  # noqa: F401  (registers "toy_conv")
+from latency_tables import profiler
+from latency_tables.predictor import LatencyTable
+from latency_tables.table import MissingOpError, TableData, TableError
+from search_spaces import OpSpec, get_space
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tables") / "toy.json"
+    space = get_space("toy_conv")
+    table = profiler.build_table(space, threads=1, out=path, calibration_models=6, progress=False)
+    return space, path, table
+
+
+def test_table_round_trips_and_records_fingerprint(built):
+    space, path, table = built
+    loaded = TableData.load(path)
+    assert loaded.ops == table.ops and loaded.header == table.header
+    assert set(loaded.ops) == {op.key for op in space.enumerate_ops()}
+    fp = loaded.header["fingerprint"]
+    assert fp["threads"] == 1 and fp["runtime"] == "onnxruntime" and fp["cpu_model"]
+    entry = next(iter(loaded.ops.values()))
+    assert entry["median_ms"] > 0 and entry["iqr_ms"] >= 0 and entry["runs"] >= 30
+    assert loaded.calibration["n_models"] >= 6 and len(loaded.calibration["coef"]) == len(loaded.calibration["features"])
+
+
+def test_op_keys_are_stable():
+    a = OpSpec.make("conv", [(1, 3, 16, 16)], "x", cout=8, kernel=3, stride=1, act="relu")
+    b = OpSpec.make("conv", [(1, 3, 16, 16)], "y", act="relu", stride=1, kernel=3, cout=8)
+    assert a.key == b.key == "conv|act=relu,cout=8,kernel=3,stride=1|1x3x16x16"
+
+
+def test_missing_op_names_key_and_command(built, tmp_path):
+    space, path, _ = built
+    data = json.loads(path.read_text())
+    victim = sorted(data["ops"])[0]
+    del data["ops"][victim]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(data))
+    table = LatencyTable.load(partial, space)
+    arch = next(a for a in (space.from_sample({"depth": d, "width": w, "kernel": k})
+                            for d in (1, 2) for w in (8, 16) for k in (3, 5))
+                if victim in {op.key for op in space.ops(a)})
+    with pytest.raises(MissingOpError) as err:
+        table.predict(arch)
+    assert victim in str(err.value) and "nas latency build --space toy_conv" in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is corrupt"),
+    ('{"schema": 99, "header": {}, "ops": {}}', "has schema 99"),
+    ('{"schema": 1, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'median_ms'"),
+    ('[]', "has schema 'list'"),
+])
+def test_corrupt_or_wrong_schema_file(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(TableError) as err:
+        TableData.load(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
+    space = get_space("toy_conv")
+    out = tmp_path / "resume.json"
+    profiler.build_table(space, 1, out, calibration_models=0, progress=False, max_ops=3)  # "interrupted" after 3 ops
+    first = TableData.load(out).ops
+    assert len(first) == 3
+    measured = []
+    real = profiler.measure_op
+    monkeypatch.setattr(profiler, "measure_op", lambda spec, threads: measured.append(spec.key) or real(spec, threads))
+    profiler.build_table(space, 1, out, calibration_models=0, progress=False)
+    final = TableData.load(out).ops
+    assert not set(measured) & set(first)                      # nothing measured twice
+    assert len(final) == len(space.enumerate_ops())
+    assert all(final[k] == v for k, v in first.items())         # earlier results kept as they were
+
+
+def test_build_refuses_to_mix_settings(built):
+    _, path, _ = built
+    with pytest.raises(TableError, match="not toy_conv"):
+        profiler.open_for_build(get_space("toy_conv", input_size=32), 1, path)
+    with pytest.raises(TableError, match="threads"):
+        profiler.open_for_build(get_space("toy_conv"), 2, path)
+
+
+def test_predictor_close_to_measurement(built):
+    space, path, _ = built
+    table = LatencyTable.load(path, space)
+    archs = [space.from_sample({"depth": 2, "width": w, "kernel": k}) for w in (8, 16) for k in (3, 5)]
+    for arch in archs:
+        predicted = table.predict(arch)
+        measured = profiler.measure_model(space, arch, 1).median_ms
+        # Loose: these nets run in tens of microseconds, where timer noise is large.
+        assert 0.4 < predicted / measured < 2.5, (arch.sample, predicted, measured)

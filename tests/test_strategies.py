@@ -1,0 +1,124 @@
+"""The strategy conformance suite over every registered strategy, plus the objectives,
+the registry and the NAS-Bench-201 space."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from nas.objectives import Failure, Objective, pareto_front, value_bounds
+from nas.strategies import Strategy, get_strategy, get_strategy_class, list_strategies, register_strategy
+from nas.testing import CHECKS, ToySpace, run_strategy_conformance, toy_metrics
+from search_spaces.architecture import ArchitectureError
+
+
+def _factory(name):
+    return lambda space, objective, seed: get_strategy(name, space, objective, seed=seed)
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+@pytest.mark.parametrize("name", list_strategies())
+def test_conformance(name, check):
+    CHECKS[check](_factory(name))
+
+
+def test_builtin_strategies_registered():
+    assert {"random", "evolution", "rl", "tpe"} <= set(list_strategies())
+
+
+def test_unknown_strategy_and_option():
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        get_strategy_class("nope")
+    with pytest.raises(TypeError, match="strategy 'random'.*colour"):
+        get_strategy("random", ToySpace(), Objective(mode="accuracy"), colour="red")
+
+
+def test_conformance_catches_a_broken_strategy():
+    class Forgetful(Strategy):  # state_dict forgets the rng: resume diverges
+        def ask(self):
+            return self.space.sample(self.rng)
+
+        def tell(self, arch, result):
+            pass
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    with pytest.raises(AssertionError, match="state_round_trip"):
+        run_strategy_conformance(Forgetful, checks=["asks_are_valid", "state_round_trip"])
+
+
+def test_register_strategy_rejects_duplicates_and_non_strategies():
+    cls = get_strategy_class("random")
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy("random")(type("Other", (cls,), {}))
+    with pytest.raises(TypeError):
+        register_strategy("not_a_strategy")(dict)
+
+
+def test_tpe_sqlite_resume_does_not_double_add(tmp_path):
+    space, objective = ToySpace(), Objective(mode="soft", target_ms=8.0)
+    path = tmp_path / "study.db"
+    first = get_strategy("tpe", space, objective, seed=1, storage_path=str(path))
+    for _ in range(6):
+        arch = first.ask()
+        first.tell(arch, toy_metrics(arch))
+    dangling = first.ask()  # never told: the process "dies" here
+    state = json.loads(json.dumps(first.state_dict()))
+    del first
+    second = get_strategy("tpe", space, objective, seed=1, storage_path=str(path))
+    second.load_state_dict(state)
+    import optuna
+
+    study = optuna.load_study(study_name="nas", storage=f"sqlite:///{path}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1, states
+    assert dangling is not None and second.ask() is not None
+
+
+# ----- objectives ---------------------------------------------------------------------------
+def test_objective_validation():
+    with pytest.raises(ValueError, match="unknown objective mode"):
+        Objective(mode="fastest")
+    with pytest.raises(ValueError, match="target_ms"):
+        Objective(mode="constrained")
+    with pytest.raises(ValueError, match="target_ms"):
+        Objective(mode="soft", target_ms=-1)
+    with pytest.raises(ValueError, match="soft_exponent"):
+        Objective(mode="soft", target_ms=5, soft_exponent=0.5)
+
+
+def test_objective_scores():
+    c = Objective(mode="constrained", target_ms=10)
+    assert c.score({"map50": 0.4, "latency_ms": 10}) == 0.4 and c.feasible({"map50": 0.4, "latency_ms": 10})
+    worse, better = c.score({"map50": 0.9, "latency_ms": 30}), c.score({"map50": 0.9, "latency_ms": 20})
+    assert worse < better < -1 < 0 <= c.score({"map50": 0.0, "latency_ms": 1})
+    s = Objective(mode="soft", target_ms=10)
+    assert s.score({"map50": 0.5, "latency_ms": 20}) == pytest.approx(0.5 * 2 ** -0.07)
+    assert Objective(mode="accuracy").score({"map50": 0.3}) == 0.3
+    with pytest.raises(ValueError, match="'latency_ms' missing"):
+        c.score({"map50": 0.3})
+    with pytest.raises(ValueError, match="Failure"):
+        c.score({"map50": math.nan, "latency_ms": 1})
+    p = Objective(mode="pareto")
+    with pytest.raises(ValueError, match="no single score"):
+        p.score({"map50": 0.3, "latency_ms": 3})
+    assert p.values({"map50": 0.3, "latency_ms": 3}) == (0.3, -3)
+    assert isinstance(Failure("x"), Failure)
+
+
+def test_scalarize_and_front():
+    p = Objective(mode="pareto")
+    pts = [{"map50": 0.5, "latency_ms": 10}, {"map50": 0.7, "latency_ms": 20}, {"map50": 0.4, "latency_ms": 30}]
+    bounds = value_bounds([p.values(m) for m in pts])
+    assert p.scalarize(pts[1], 1.0, bounds) == pytest.approx(0.0)  # best accuracy, weight all on accuracy
+    assert p.scalarize(pts[0], 0.0, bounds) == pytest.approx(0.0)  # fastest, weight all on latency
+    assert p.scalarize(pts[2], 0.5, bounds) < min(p.scalarize(m, 0.5, bounds) for m in pts[:2])
+    assert pareto_front([p.values(m) for m in pts]) == [0, 1]
+    assert pareto_front([(1, 1), (1, 1), (0, 2), (0, 1)]) == [0, 1, 2]
+    with pytest.raises(ValueError):
+        p.scalarize(pts[0], 1.5, bounds)
