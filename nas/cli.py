@@ -19,7 +19,7 @@ from typing import Callable
 EXIT_USAGE = 2
 # Modules whose import registers commands (one module per command group).
 COMMAND_MODULES = ("nas.commands.space", "nas.commands.latency", "nas.commands.data",
-                   "nas.commands.search", "nas.commands.finish")
+                   "nas.commands.search", "nas.commands.supernet", "nas.commands.finish")
 
 
 @dataclass

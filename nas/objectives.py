@@ -52,10 +52,11 @@ def _accuracy_score(obj: "Objective", metrics: Metrics) -> float:
 
 
 def _constrained_score(obj: "Objective", metrics: Metrics) -> float:
-    acc, lat = obj.accuracy_of(metrics), obj.latency_of(metrics)
+    # Latency first: a candidate rejected on its table latency has no accuracy at all.
+    lat = obj.latency_of(metrics)
     assert obj.target_ms is not None
     if lat <= obj.target_ms:
-        return acc
+        return obj.accuracy_of(metrics)
     return -1.0 - (lat / obj.target_ms - 1.0)
 
 

@@ -29,6 +29,7 @@ if the policy had drawn it (an off-policy step; harmless at a few of them).
 """
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from typing import Any, Mapping
 
@@ -61,10 +62,13 @@ class ReinforceStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  learning_rate: float = 0.1, baseline_decay: float = 0.9, entropy_weight: float = 0.0,
-                 reuse_results: bool = True, max_redraws: int = 100) -> None:
+                 reward_shaping: str = "rank", reuse_results: bool = True, max_redraws: int = 100) -> None:
         super().__init__(space, objective, seed)
         if learning_rate <= 0 or not 0 <= baseline_decay < 1 or entropy_weight < 0 or max_redraws < 0:
             raise ValueError("need learning_rate > 0, 0 <= baseline_decay < 1, entropy_weight >= 0, max_redraws >= 0")
+        if reward_shaping not in ("rank", "std"):
+            raise ValueError(f"reward_shaping must be 'rank' or 'std', got {reward_shaping!r}")
+        self.reward_shaping = reward_shaping
         self.learning_rate = learning_rate
         self.baseline_decay = baseline_decay
         self.entropy_weight = entropy_weight
@@ -82,6 +86,7 @@ class ReinforceStrategy(Strategy):
         self._adam_t = 0
         self._baseline: float | None = None
         self._reward_var = 0.0
+        self._rewards: list[float] = []  # sorted rewards told so far (rank shaping)
         self._value_bounds: list[list[float]] | None = None  # pareto: running min/max of values
         self._results: dict[str, Metrics] = {}  # canonical id -> metrics of every success told
         self._tried: dict[str, None] = {}  # canonical ids asked or told (failures included)
@@ -135,14 +140,23 @@ class ReinforceStrategy(Strategy):
             return self.objective.score(metrics)
         return self.objective.scalarize(metrics, self.rng.random(), self._value_bounds)
 
+    def _shape(self, reward: float) -> float:
+        """Rank shaping: the reward's quantile among all rewards so far (ties count half)."""
+        lo = bisect.bisect_left(self._rewards, reward)
+        hi = bisect.bisect_right(self._rewards, reward)
+        bisect.insort(self._rewards, reward)
+        return (lo + 0.5 * (hi - lo)) / len(self._rewards) if len(self._rewards) > 1 else 0.5
+
     def _update(self, indices: tuple[int, ...], reward: float) -> None:
+        if self.reward_shaping == "rank":
+            reward = self._shape(reward)
         if self._baseline is None:
             self._baseline = reward
         advantage = reward - self._baseline
         d = self.baseline_decay
         self._reward_var = d * self._reward_var + (1 - d) * advantage ** 2
         self._baseline = d * self._baseline + (1 - d) * reward
-        if self._reward_var > 0:
+        if self.reward_shaping == "std" and self._reward_var > 0:
             advantage /= np.sqrt(self._reward_var)
         p = self._probs()
         grad = -advantage * p  # d log p[a] / d logits = onehot(a) - p, per decision
@@ -189,6 +203,7 @@ class ReinforceStrategy(Strategy):
             "adam_t": self._adam_t,
             "baseline": self._baseline,
             "reward_var": self._reward_var,
+            "rewards": list(self._rewards),
             "value_bounds": self._value_bounds,
             "results": {k: result_to_json(m) for k, m in self._results.items()},
             "tried": list(self._tried),
@@ -202,6 +217,7 @@ class ReinforceStrategy(Strategy):
         self._adam_t = int(state["adam_t"])
         self._baseline = state["baseline"]
         self._reward_var = float(state["reward_var"])
+        self._rewards = [float(r) for r in state["rewards"]]
         self._value_bounds = state["value_bounds"]
         self._results = {k: result_from_json(m) for k, m in state["results"].items()}
         self._tried = dict.fromkeys(state["tried"])

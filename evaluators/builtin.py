@@ -1,0 +1,85 @@
+"""Built-in evaluators: table latency, params/FLOPs, measured latency, short training."""
+from __future__ import annotations
+
+import torch
+
+from search_spaces import Architecture, SearchSpace
+
+from .base import Evaluator, register_evaluator
+from .data import DataConfig
+from .trainer import TrainConfig, evaluate, train
+
+
+@register_evaluator("latency_table")
+class TableLatency(Evaluator):
+    """``latency_ms`` predicted by the lookup table (the committed one by default)."""
+
+    cost = "table"
+
+    def __init__(self, threads: int = 1, table: str | None = None):
+        self.threads, self.path = threads, table
+        self._table = None
+
+    def __call__(self, arch: Architecture, space: SearchSpace):
+        from latency_tables.predictor import LatencyTable
+
+        if self._table is None or self._table.space.settings() != space.settings():
+            self._table = (LatencyTable.load(self.path, space, self.threads) if self.path
+                           else LatencyTable.default(space, self.threads))
+        return {"latency_ms": self._table.predict(arch)}
+
+
+@register_evaluator("params_flops")
+class ParamsFlops(Evaluator):
+    """``params`` and ``flops`` (torch's FLOP counter, batch 1, the space's input size)."""
+
+    cost = "table"
+
+    def __call__(self, arch, space):
+        from search_spaces.stats import count_flops, count_params
+
+        model = space.build(arch)
+        size = space.settings()["input_size"]
+        return {"params": float(count_params(model)), "flops": float(count_flops(model, (size, size)))}
+
+
+@register_evaluator("measured_latency")
+class MeasuredLatency(Evaluator):
+    """``measured_latency_ms``: the whole network under onnxruntime, fixed threads."""
+
+    cost = "measure"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def __call__(self, arch, space):
+        from latency_tables.profiler import measure_model
+
+        return {"measured_latency_ms": measure_model(space, arch, self.threads).median_ms}
+
+
+@register_evaluator("train_proxy")
+class TrainProxy(Evaluator):
+    """Short training from scratch, then mAP on the validation split.
+
+    Returns ``map``, ``map50``, ``train_loss`` and ``train_seconds``.
+    """
+
+    cost = "train"
+
+    def __init__(self, data: dict | None = None, steps: int = 300, batch_size: int = 16, lr: float = 4e-3,
+                 time_budget_s: float | None = None, seed: int = 0, threads: int | None = None):
+        self.data = DataConfig(**(data or {}))
+        self.cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, time_budget_s=time_budget_s, seed=seed)
+        self.threads = threads
+
+    def __call__(self, arch, space):
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        train_data, val_data = self.data.load(space.settings()["input_size"])
+        torch.manual_seed(self.cfg.seed)
+        model = space.build(arch)
+        result = train(model, train_data, self.cfg)
+        metrics = evaluate(model, val_data)
+        self.last_model = model  # the engine saves the best candidate's weights from here
+        return {**metrics, "train_loss": result.final_loss, "train_seconds": result.seconds, "train_steps": float(result.steps)}

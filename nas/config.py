@@ -1,0 +1,142 @@
+"""The search configuration: frozen dataclasses with commented defaults.
+
+YAML in (``configs/default.yaml`` is the commented reference), overrides from the CLI,
+and the resolved config written into the run folder, so a run can always be resumed or
+reproduced from its own folder. Unknown fields are errors that name the file and field.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search_spaces.errors import InputError
+
+from .objectives import Objective
+
+
+class ConfigError(InputError):
+    """A config file or field that is wrong; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    name: str = "cpu_detector"
+    settings: dict = field(default_factory=dict)        # e.g. {num_classes: 6, input_size: 256}
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: str = "evolution"                             # random | evolution | rl | tpe | darts | plugins
+    options: dict = field(default_factory=dict)         # keyword arguments of the strategy
+
+
+@dataclass(frozen=True)
+class EvaluatorConfig:
+    name: str = "train_proxy"
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    name: str = "local"                                 # local (in process) | ray
+    address: str | None = None                          # ray: join this cluster; None starts a local one
+    max_concurrent: int = 2                             # ray: trials in flight
+    cpus_per_trial: float = 1.0                         # ray: resources per trial
+    max_failures: int = 1                               # ray: retries of a trial whose worker died
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    objective: dict = field(default_factory=lambda: {"mode": "constrained", "target_ms": 10.0})
+    evaluators: tuple = (EvaluatorConfig("latency_table"), EvaluatorConfig("params_flops"), EvaluatorConfig("train_proxy"))
+    budget: int = 20                                    # trials evaluated (duplicates not counted)
+    seed: int = 0
+    references: tuple = ()                              # reference architectures evaluated too, for the report
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+
+    def make_objective(self) -> Objective:
+        try:
+            return Objective(**self.objective)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"field 'objective': {exc}") from None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_NESTED = {"space": SpaceConfig, "strategy": StrategyConfig, "runner": RunnerConfig}
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+    return cls(**data)
+
+
+def config_from_dict(data: dict, where: str = "config") -> SearchConfig:
+    data = dict(data or {})
+    for key, cls in _NESTED.items():
+        if key in data:
+            data[key] = _build(cls, data[key], f"{where}: field '{key}'")
+    if "evaluators" in data:
+        evs = data["evaluators"]
+        if not isinstance(evs, (list, tuple)) or not evs:
+            raise ConfigError(f"{where}: field 'evaluators' must be a non-empty list")
+        data["evaluators"] = tuple(
+            _build(EvaluatorConfig, e if isinstance(e, dict) else {"name": e}, f"{where}: field 'evaluators[{i}]'")
+            for i, e in enumerate(evs))
+    if "references" in data:
+        data["references"] = tuple(data["references"] or ())
+    cfg = _build(SearchConfig, data, where)
+    if not isinstance(cfg.budget, int) or cfg.budget < 1:
+        raise ConfigError(f"{where}: field 'budget' must be a positive integer, got {cfg.budget!r}")
+    cfg.make_objective()
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
+    """Read YAML (or start from defaults), apply ``overrides`` (dotted keys allowed)."""
+    import yaml
+
+    data: dict = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (see configs/default.yaml for a commented example)")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return config_from_dict(data, where)
+
+
+def save_config(cfg: SearchConfig, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(_plain(cfg.to_dict()), sort_keys=False), encoding="utf-8")
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
