@@ -116,10 +116,11 @@ def synflow(model: nn.Module, images: torch.Tensor, targets: list) -> float:
     """Sum over prunable weights of |theta * dR/dtheta|, R the summed outputs of the
     network with |theta| for every parameter and buffer, on one all-ones image.
 
-    float64 because R is a product of absolute weights through the whole depth (it
-    reaches ~1e30 on the larger networks of the space at 256 px); eval-mode BN so the
-    fresh running statistics (mean 0, var 1) make BN an affine map and one image needs
-    no batch statistics. Data-independent: ``images`` only gives the input size.
+    float64 because R is a product of absolute weights through the whole depth: it is
+    ~1e35 for the reference networks at 256 px, close to float32's 3.4e38 limit. BN in
+    eval mode, so the fresh running statistics (mean 0, var 1) make it an affine map and
+    a single image needs no batch statistics. Data-independent: ``images`` only gives
+    the input size.
     """
     model.double().eval()
     with torch.no_grad():
@@ -129,7 +130,7 @@ def synflow(model: nn.Module, images: torch.Tensor, targets: list) -> float:
     ones = torch.ones((1, *images.shape[1:]), dtype=torch.float64)
     weights = prunable_weights(model)
     grads = torch.autograd.grad(_sum_outputs(model, ones), weights, allow_unused=True)
-    return float(sum((w * g).abs().sum() for w, g in zip(weights, grads) if g is not None))
+    return float(sum((w.detach() * g).abs().sum() for w, g in zip(weights, grads) if g is not None))
 
 
 @register_proxy("naswot")
@@ -192,7 +193,7 @@ def grad_norm(model: nn.Module, images: torch.Tensor, targets: list) -> float:
 @register_proxy("snip")
 def snip(model: nn.Module, images: torch.Tensor, targets: list) -> float:
     """Sum over prunable weights of |theta * dL/dtheta|, L the detection loss."""
-    return float(sum((w * g).abs().sum() for w, g in _gradients(model, images, targets)))
+    return float(sum((w.detach() * g).abs().sum() for w, g in _gradients(model, images, targets)))
 
 
 def first_batch(data: PreparedData, batch_size: int) -> tuple[torch.Tensor, list[dict]]:

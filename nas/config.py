@@ -56,6 +56,7 @@ class SearchConfig:
     budget: int = 20                                    # trials evaluated (duplicates not counted)
     seed: int = 0
     references: tuple = ()                              # reference architectures evaluated too, for the report
+    imports: tuple = ()                                 # plugin modules imported first (also in Ray workers)
     runner: RunnerConfig = field(default_factory=RunnerConfig)
 
     def make_objective(self) -> Objective:
@@ -93,8 +94,9 @@ def config_from_dict(data: dict, where: str = "config") -> SearchConfig:
         data["evaluators"] = tuple(
             _build(EvaluatorConfig, e if isinstance(e, dict) else {"name": e}, f"{where}: field 'evaluators[{i}]'")
             for i, e in enumerate(evs))
-    if "references" in data:
-        data["references"] = tuple(data["references"] or ())
+    for key in ("references", "imports"):
+        if key in data:
+            data[key] = tuple(data[key] or ())
     cfg = _build(SearchConfig, data, where)
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise ConfigError(f"{where}: field 'budget' must be a positive integer, got {cfg.budget!r}")

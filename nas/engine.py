@@ -160,6 +160,10 @@ class Engine:
     """Runs one search in a run folder. Not thread-safe; one engine per folder."""
 
     def __init__(self, cfg: SearchConfig, run_dir: str | Path, progress: bool = True):
+        import importlib
+
+        for module in cfg.imports:  # plugins that register spaces, strategies or evaluators
+            importlib.import_module(module)
         self.cfg = cfg
         self.folder = RunFolder(run_dir)
         self.progress = progress

@@ -1,0 +1,213 @@
+"""How well does each zero-cost proxy rank detectors of the default space by trained mAP?
+
+For ``--n`` random architectures of ``cpu_detector`` (seeded by ``--seed``) plus its 8
+reference architectures, we compute every zero-cost proxy (evaluator ``zero_cost``),
+params and FLOPs (``params_flops``), optionally the supernet's mAP@.5 (evaluator
+``supernet`` with ``--supernet CKPT``), and the mAP@.5 after ``train_proxy`` training
+at a longer budget (``--steps``) on the generated dataset. The proxies are measured on
+the very initial weights that training starts from (same seed).
+
+Printed: the command line, one row per architecture, then for every score its Spearman
+rho and Kendall tau (scipy) against the trained mAP@.5, over the architectures where
+both are known. params and FLOPs are the baselines a proxy has to beat.
+
+Trained results are cached per architecture in ``--cache`` (JSON, keyed by the training
+settings, then by the compact architecture string) right after each training, so an
+interrupted run resumes where it stopped. Proxies, params and FLOPs are recomputed
+(seconds per architecture).
+
+Usage::
+
+    python bench/proxy_ranking.py                      # 24 random + 8 references, 400 steps, 256 px
+    python bench/proxy_ranking.py --n 3 --steps 20 --input-size 128 --n-train 64   # smoke run
+    python bench/proxy_ranking.py --supernet runs/supernet/supernet.pt
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a script from a clone without installing
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from evaluators.base import get_evaluator  # noqa: E402
+from evaluators.trainer import TrainingFailure  # noqa: E402
+from evaluators.zero_cost import PROXIES, ProxyError  # noqa: E402
+from search_spaces import get_space  # noqa: E402
+
+TARGET = "map50"
+DEFAULT_CACHE = ROOT / "bench" / "results" / "proxy_ranking_cache.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=24, help="random architectures besides the 8 references (default 24)")
+    p.add_argument("--steps", type=int, default=400, help="training steps per architecture (default 400)")
+    p.add_argument("--input-size", type=int, default=256, help="input size of the space and the data (default 256)")
+    p.add_argument("--n-train", type=int, default=512, help="generated training images (default 512)")
+    p.add_argument("--n-val", type=int, default=128, help="generated validation images (default 128)")
+    p.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
+    p.add_argument("--zc-batch", type=int, default=8, help="images in the zero-cost batch (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="architecture sampling, initial weights and training (default 0)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"trained-result cache (default {DEFAULT_CACHE.relative_to(ROOT)})")
+    p.add_argument("--supernet", metavar="CKPT", help="also score with the supernet evaluator from this checkpoint")
+    return p.parse_args(argv)
+
+
+def architectures(space, n: int, seed: int) -> list[tuple[str, object]]:
+    """The space's reference architectures, then ``n`` distinct random ones not among them."""
+    archs = list(space.reference_architectures().items())
+    seen = {space.to_string(a) for _, a in archs}
+    rng = random.Random(seed)
+    for i in range(n):
+        for _ in range(1000):  # the space has ~1e40 points: a repeat is practically impossible
+            arch = space.sample(rng)
+            if space.to_string(arch) not in seen:
+                break
+        seen.add(space.to_string(arch))
+        archs.append((f"random_{i:02d}", arch))
+    return archs
+
+
+def settings_key(args: argparse.Namespace) -> str:
+    """Everything that changes a trained mAP, as one readable cache key."""
+    return (f"input_size={args.input_size} n_train={args.n_train} n_val={args.n_val} steps={args.steps} "
+            f"batch_size={args.batch_size} seed={args.seed}")
+
+
+def load_cache(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+def save_cache(path: Path, cache: dict) -> None:
+    """Write atomically, so an interrupt while writing never loses earlier results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def trained(arch, space, trainer, cache: dict, key: str, path: Path) -> tuple[dict, bool]:
+    """The train_proxy metrics of ``arch`` (``{"error": ...}`` if training diverged),
+    from the cache or trained now and cached; second value: whether it was cached."""
+    entry = cache.setdefault(key, {})
+    name = space.to_string(arch)
+    if name in entry:
+        return entry[name], True
+    try:
+        result = {k: float(v) for k, v in trainer(arch, space).items()}
+    except TrainingFailure as exc:  # deterministic for the settings: cache it, do not retry
+        result = {"error": str(exc)}
+    entry[name] = result
+    save_cache(path, cache)
+    return result, False
+
+
+def measure(arch, space, evaluators: dict) -> dict[str, float | None]:
+    """Every cheap score of ``arch``; a proxy that fails on this network is None (it is
+    left out of that proxy's correlation) and the reason is printed."""
+    scores: dict[str, float | None] = {}
+    for proxy in sorted(PROXIES):
+        try:
+            scores.update(evaluators[f"zc_{proxy}"](arch, space))
+        except ProxyError as exc:
+            print(f"    {exc}", flush=True)
+            scores[f"zc_{proxy}"] = None
+    scores.update(evaluators["params_flops"](arch, space))
+    if "supernet" in evaluators:
+        scores["supernet_map50"] = float(evaluators["supernet"](arch, space)["supernet_map50"])
+    return scores
+
+
+def rank_correlation(x: list, y: list) -> tuple[float, float, int]:
+    """(Spearman rho, Kendall tau, n) over the pairs where both values are known; NaN when
+    fewer than 3 pairs or either side is constant (no ranking to compare)."""
+    pairs = [(a, b) for a, b in zip(x, y) if a is not None and b is not None]
+    n = len(pairs)
+    if n < 3:
+        return float("nan"), float("nan"), n
+    a, b = map(np.asarray, zip(*pairs))
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan"), n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.spearmanr(a, b).statistic), float(stats.kendalltau(a, b).statistic), n
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def print_architectures(rows: list[dict], columns: list[str]) -> None:
+    header = ["arch", TARGET] + columns
+    print("\n" + "  ".join(f"{h:>14}" if i else f"{h:<22}" for i, h in enumerate(header)))
+    for row in rows:
+        cells = [row["name"], _fmt(row[TARGET])] + [_fmt(row[c]) for c in columns]
+        print("  ".join(f"{c:>14}" if i else f"{c:<22}" for i, c in enumerate(cells)))
+
+
+def print_correlations(rows: list[dict], columns: list[str]) -> None:
+    target = [row[TARGET] for row in rows]
+    if len({t for t in target if t is not None}) < 2:
+        print(f"\nnote: the trained {TARGET} is the same for every architecture, so no score can rank them; "
+              "train longer (--steps) or on more images (--n-train)")
+    print(f"\n{'score':<20}{'spearman':>10}{'kendall':>10}{'n':>5}   vs trained {TARGET}")
+    for column in columns:
+        rho, tau, n = rank_correlation([row[column] for row in rows], target)
+        kind = "  (baseline)" if column in ("params", "flops") else ""
+        print(f"{column:<20}{rho:>10.3f}{tau:>10.3f}{n:>5}{kind}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    torch.set_num_threads(args.threads)
+    space = get_space("cpu_detector", input_size=args.input_size)  # 6 classes: the generated dataset's
+    data = {"n_train": args.n_train, "n_val": args.n_val}
+    # Every evaluator is built before any training, so a bad option or checkpoint fails now.
+    # One zero_cost evaluator per proxy, so a non-finite score drops only that proxy.
+    evaluators = {f"zc_{p}": get_evaluator("zero_cost", proxies=[p], batch_size=args.zc_batch, data=data, seed=args.seed)
+                  for p in sorted(PROXIES)}
+    evaluators["params_flops"] = get_evaluator("params_flops")
+    if args.supernet:
+        evaluators["supernet"] = get_evaluator("supernet", checkpoint=args.supernet)
+    trainer = get_evaluator("train_proxy", data=data, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    cache, key = load_cache(args.cache), settings_key(args)
+    print(f"cache {args.cache} [{key}]", flush=True)
+
+    archs = architectures(space, args.n, args.seed)
+    rows = []
+    for i, (name, arch) in enumerate(archs, 1):
+        start = time.monotonic()
+        scores = measure(arch, space, evaluators)
+        measured = time.monotonic()
+        result, cached = trained(arch, space, trainer, cache, key, args.cache)
+        source = f"scores {measured - start:.1f} s, " + ("mAP cached" if cached else f"trained {time.monotonic() - measured:.0f} s")
+        if "error" in result:
+            print(f"[{i:>3}/{len(archs)}] {name:<22} training failed ({result['error']}): left out", flush=True)
+            continue
+        print(f"[{i:>3}/{len(archs)}] {name:<22} {TARGET} {result[TARGET]:.4f}  {source}", flush=True)
+        rows.append({"name": name, TARGET: result[TARGET], **scores})
+
+    columns = [f"zc_{p}" for p in sorted(PROXIES)] + (["supernet_map50"] if args.supernet else []) + ["params", "flops"]
+    print_architectures(rows, columns)
+    print_correlations(rows, columns)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
