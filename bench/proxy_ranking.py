@@ -70,17 +70,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def architectures(space, n: int, seed: int) -> list[tuple[str, object]]:
     """The space's reference architectures, then ``n`` distinct random ones not among them."""
-    archs = list(space.reference_architectures().items())
-    seen = {space.to_string(a) for _, a in archs}
+    references = list(space.reference_architectures().items())
+    seen = {space.to_string(a) for _, a in references}
     rng = random.Random(seed)
-    for i in range(n):
-        for _ in range(1000):  # the space has ~1e40 points: a repeat is practically impossible
-            arch = space.sample(rng)
-            if space.to_string(arch) not in seen:
-                break
-        seen.add(space.to_string(arch))
-        archs.append((f"random_{i:02d}", arch))
-    return archs
+    randoms = []
+    while len(randoms) < n:
+        arch = space.sample(rng)
+        if space.to_string(arch) not in seen:  # a repeat is near impossible here, but would skew the ranks
+            seen.add(space.to_string(arch))
+            randoms.append((f"random_{len(randoms):02d}", arch))
+    return references + randoms
 
 
 def settings_key(args: argparse.Namespace) -> str:

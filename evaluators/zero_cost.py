@@ -116,8 +116,9 @@ def synflow(model: nn.Module, images: torch.Tensor, targets: list) -> float:
     """Sum over prunable weights of |theta * dR/dtheta|, R the summed outputs of the
     network with |theta| for every parameter and buffer, on one all-ones image.
 
-    float64 because R is a product of absolute weights through the whole depth: it is
-    ~1e35 for the reference networks at 256 px, close to float32's 3.4e38 limit. BN in
+    float64 because R is a product of absolute weights through the whole depth: at
+    256 px it is ~1e35 for the reference networks and ~5e41 for the largest network of
+    the space, beyond float32's 3.4e38. BN in
     eval mode, so the fresh running statistics (mean 0, var 1) make it an affine map and
     a single image needs no batch statistics. Data-independent: ``images`` only gives
     the input size.

@@ -18,6 +18,7 @@ from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.ops import make_op
 
 from .fingerprint import machine_fingerprint, mismatches
+from .progress import progress_bar
 from .runtime import Timing, ort_session, time_session, to_onnx_bytes
 from .table import TableData, TableError
 
@@ -74,22 +75,23 @@ def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableDa
 def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_models: int = DEFAULT_CALIBRATION_MODELS,
                 progress: bool = True, max_ops: int | None = None) -> TableData:
     """Measure every missing op, then the calibration networks, then fit. Resumable."""
-    from tqdm import tqdm
-
     torch.set_num_threads(1)  # torch only exports here; keep its threads off the measured cores
     table = open_for_build(space, threads, out)
     todo = [op for op in space.enumerate_ops() if op.key not in table.ops]
     if max_ops is not None:
         todo = todo[:max_ops]
-    last_save = time.monotonic()
-    bar = tqdm(todo, desc=f"ops @{threads} thread(s)", unit="op", disable=not progress)
+    last_save = started = time.monotonic()
+    spent = float(table.header.get("build_seconds_ops", 0.0))  # summed over resumed builds
+    bar = progress_bar(iterable=todo, desc=f"ops @{threads} thread(s)", unit="op", disable=not progress)
     for spec in bar:
         t = measure_op(spec, threads)
         table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict, "input_shapes": [list(s) for s in spec.input_shapes],
                                "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
         if time.monotonic() - last_save > SAVE_EVERY_S:
+            table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
             table.save()
             last_save = time.monotonic()
+    table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
     table.save()
     if max_ops is None and calibration_models > 0:
         calibrate(table, space, threads, calibration_models, progress)
@@ -111,15 +113,13 @@ def calibration_architectures(space: SearchSpace, n: int) -> list[Architecture]:
 
 def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progress: bool = True) -> None:
     """Measure whole networks (kept in the table, so this step resumes too) and fit."""
-    from tqdm import tqdm
-
     from .predictor import fit_calibration
 
     cal = table.calibration or {}
     measured: dict[str, float] = dict(cal.get("measured_ms", {}))
     archs = calibration_architectures(space, n)
-    for arch in tqdm([a for a in archs if a.to_json() not in measured], desc="calibration networks",
-                     unit="net", disable=not progress):
+    for arch in progress_bar(iterable=[a for a in archs if a.to_json() not in measured], desc="calibration networks",
+                             unit="net", disable=not progress):
         measured[arch.to_json()] = round(measure_model(space, arch, threads).median_ms, 5)
         table.calibration = {**cal, "measured_ms": measured}
         table.save()
@@ -128,7 +128,5 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
 
 
 def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True) -> np.ndarray:
-    from tqdm import tqdm
-
     return np.array([measure_model(space, a, threads).median_ms
-                     for a in tqdm(archs, desc=f"whole networks @{threads}", unit="net", disable=not progress)])
+                     for a in progress_bar(iterable=archs, desc=f"whole networks @{threads}", unit="net", disable=not progress)])

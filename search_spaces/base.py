@@ -6,6 +6,7 @@ that the latency table measures. Strategies see only ``decisions()`` and flat sa
 """
 from __future__ import annotations
 
+import functools
 import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -40,9 +41,15 @@ class OpSpec:
     @property
     def key(self) -> str:
         """Stable table key, e.g. ``ir|act=hswish,cout=40,...|1x24x64x64``."""
-        params = ",".join(f"{k}={v}" for k, v in self.params)
-        shapes = ";".join("x".join(str(d) for d in s) for s in self.input_shapes)
-        return f"{self.kind}|{params}|{shapes}"
+        return _op_key(self.kind, self.params, self.input_shapes)
+
+
+@functools.lru_cache(maxsize=65536)
+def _op_key(kind: str, params: tuple, input_shapes: tuple) -> str:
+    # Cached: the predictor builds the same few thousand keys millions of times.
+    joined = ",".join(f"{k}={v}" for k, v in params)
+    shapes = ";".join("x".join(str(d) for d in s) for s in input_shapes)
+    return f"{kind}|{joined}|{shapes}"
 
 
 class SearchSpace(ABC):
@@ -86,9 +93,22 @@ class SearchSpace(ABC):
         return Architecture(self.name, sample)
 
     # ----- validation ------------------------------------------------------------------
+    def _allowed(self) -> dict[str, frozenset]:
+        """{decision: {(type, choice)}}, built once: validation is on every hot path."""
+        cached = self.__dict__.get("_allowed_cache")
+        if cached is None:
+            cached = {k: frozenset((type(c), c) for c in v) for k, v in self.decisions().items()}
+            self.__dict__["_allowed_cache"] = cached
+        return cached
+
     def validate(self, arch: Architecture) -> None:
         if arch.space != self.name:
             raise ArchitectureError(f"field 'space' is {arch.space!r} but this space is {self.name!r}")
+        allowed_sets = self._allowed()
+        sample = arch.sample
+        if len(sample) == len(allowed_sets) and all(
+                (type(v), v) in allowed_sets.get(k, ()) for k, v in sample.items()):
+            return  # the common case, checked in one pass; the slow path below explains errors
         decisions = self.decisions()
         missing = [k for k in decisions if k not in arch.sample]
         if missing:

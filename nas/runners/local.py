@@ -5,7 +5,7 @@ import sys
 import time
 
 from ..engine import MAX_DUPLICATE_STREAK, Engine, TrialRecord, evaluate_candidate, worker_name
-from ..progress import progress_bar
+from latency_tables.progress import progress_bar
 
 
 def run_local(engine: Engine) -> None:

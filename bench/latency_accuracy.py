@@ -1,0 +1,61 @@
+"""How well the committed latency tables predict whole-network latency on this CPU.
+
+For each thread count: N random architectures of the default space measured end to
+end under onnxruntime, compared with the table's prediction (and with FLOPs- and
+params-proportional baselines); the table's build time; and prediction throughput.
+
+    python bench/latency_accuracy.py --threads 1 2 --n 200 --seed 7
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latency_tables.predictor import LatencyTable, default_table_path  # noqa: E402
+from latency_tables.validate import validate  # noqa: E402
+from search_spaces import get_space  # noqa: E402
+
+
+def throughput(table: LatencyTable, n: int, seed: int) -> float:
+    """Distinct random architectures predicted per second (the per-arch cache never hits)."""
+    space = table.space
+    rng = random.Random(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    fresh = LatencyTable(table.table, space)
+    t0 = time.perf_counter()
+    fresh.predict_many(archs)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--input-size", type=int, default=256)
+    ap.add_argument("--num-classes", type=int, default=6)
+    args = ap.parse_args()
+    print("command: python bench/latency_accuracy.py " + " ".join(sys.argv[1:]))
+    space = get_space("cpu_detector", input_size=args.input_size, num_classes=args.num_classes)
+    for threads in args.threads:
+        path = default_table_path(space, threads)
+        table = LatencyTable.load(path, space, threads)
+        fp = table.table.header["fingerprint"]
+        print(f"\n== {threads} thread(s): {path.name} ({len(table.table.ops)} ops, built in "
+              f"{table.table.header.get('build_seconds_ops', float('nan')) / 60:.1f} min; {fp['cpu_model']}, "
+              f"{'/'.join(fp['isa'])}, onnxruntime {fp['runtime_version']})")
+        out = validate(table, args.n, args.seed, progress=False)
+        ms = out["measured_ms"]
+        print(f"{args.n} architectures (seed {args.seed}), measured {min(ms):.2f}-{max(ms):.2f} ms")
+        for name, acc in out["results"].items():
+            print(acc.row(name))
+        print(f"prediction: {throughput(table, 5000, args.seed + 1):,.0f} architectures/s (distinct, uncached)")
+
+
+if __name__ == "__main__":
+    main()
