@@ -46,7 +46,7 @@ from scipy import stats  # noqa: E402
 from evaluators.base import get_evaluator  # noqa: E402
 from evaluators.trainer import TrainingFailure  # noqa: E402
 from evaluators.zero_cost import PROXIES, ProxyError  # noqa: E402
-from search_spaces import get_space  # noqa: E402
+from search_spaces import InputError, get_space  # noqa: E402
 
 TARGET = "map50"
 DEFAULT_CACHE = ROOT / "bench" / "results" / "proxy_ranking_cache.json"
@@ -174,6 +174,15 @@ def print_correlations(rows: list[dict], columns: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    try:
+        return run(args)
+    except InputError as exc:  # a bad option, checkpoint or dataset: one line, as the CLI does
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole benchmark for parsed ``args``; prints as it goes."""
     torch.set_num_threads(args.threads)
     space = get_space("cpu_detector", input_size=args.input_size)  # 6 classes: the generated dataset's
     data = {"n_train": args.n_train, "n_val": args.n_val}

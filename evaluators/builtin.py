@@ -4,10 +4,19 @@ from __future__ import annotations
 import torch
 
 from search_spaces import Architecture, SearchSpace
+from search_spaces.errors import InputError
 
 from .base import Evaluator, register_evaluator
 from .data import DataConfig
 from .trainer import TrainConfig, evaluate, train
+
+
+def check_classes(data_classes: int, space: SearchSpace) -> None:
+    """The head must predict exactly the dataset's classes."""
+    space_classes = space.settings().get("num_classes")
+    if space_classes is not None and space_classes != data_classes:
+        raise InputError(f"the dataset has {data_classes} classes but space {space.name!r} is set to "
+                         f"num_classes={space_classes}; set space.settings.num_classes: {data_classes}")
 
 
 @register_evaluator("latency_table")
@@ -77,6 +86,7 @@ class TrainProxy(Evaluator):
         if self.threads:
             torch.set_num_threads(self.threads)
         train_data, val_data = self.data.load(space.settings()["input_size"])
+        check_classes(train_data.num_classes, space)
         torch.manual_seed(self.cfg.seed)
         model = space.build(arch)
         result = train(model, train_data, self.cfg)

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from search_spaces import Architecture, OpSpec, SearchSpace
+from search_spaces.cpu_detector import CpuDetector
 from search_spaces.errors import InputError
 from search_spaces.ops import make_op
 
@@ -142,8 +143,6 @@ class Supernet(nn.Module):
 
     def subnet(self, arch: Architecture):
         """A :class:`CpuDetector` sharing this supernet's modules (no copy)."""
-        from search_spaces.cpu_detector import CpuDetector
-
         return CpuDetector(self.path_modules(arch), arch, self.space.settings()["num_classes"])
 
     def extract(self, arch: Architecture) -> dict[str, torch.Tensor]:
@@ -163,6 +162,8 @@ class Supernet(nn.Module):
         ``lazy=False`` builds every module now, in the recorded creation order (what
         resuming training needs: the optimiser's groups follow that order). Building
         draws initial weights from the global torch RNG; callers restore RNG state after.
+        ``lazy=True`` is for scoring: modules are built on first use, and ``state_dict()``
+        holds only those built so far.
         """
         net = cls(space)
         specs = [_spec_from_dict(d) for d in ops]
@@ -200,8 +201,9 @@ def _train_settings(cfg: TrainConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "time_budget_s"}
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint's record, memory-mapped (weights are read only when touched).
+def load_checkpoint(path: str | os.PathLike, mmap: bool = True) -> dict:
+    """The checkpoint's record; memory-mapped by default (weights are read only when
+    touched, which is what scoring wants; resuming reads everything anyway).
 
     Raises :class:`InputError` naming the file when it is missing or not a checkpoint.
     """
@@ -210,7 +212,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise InputError(f"supernet checkpoint {path} does not exist; "
                          f"train one with `nas supernet train --steps N --out {path}`")
     try:
-        record = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        record = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated, not a zip, not a torch file: all the same to the user
         raise InputError(f"{path} is not a readable supernet checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
@@ -381,6 +383,19 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
                       warmup_steps=warmup_steps, seed=seed)
     settings = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
                 "settings": space.settings(), "train": _train_settings(cfg), "data": dataclasses.asdict(data_cfg)}
+    record = None
+    if path.exists():  # checked before the data are prepared, so a wrong --out fails at once
+        # Read into memory: the optimiser keeps the loaded moment tensors as they are,
+        # and they should not live in a mapping of a file the next save replaces.
+        record = load_checkpoint(path, mmap=False)
+        check_checkpoint(record, space, path)
+        for key in ("train", "data"):
+            if record[key] != settings[key]:
+                was, now = record[key], settings[key]
+                diff = ", ".join(f"{k}={was.get(k)!r} (now {now.get(k)!r})"
+                                 for k in sorted(was.keys() | now.keys()) if was.get(k) != now.get(k))
+                raise InputError(f"{path} holds a supernet trained with other {key} settings: {diff}; "
+                                 "resume with the same settings or choose another --out")
     train_data, _ = data_cfg.load(space.settings()["input_size"])
     _check_data(train_data, space, data_cfg)
     if len(train_data) < batch_size:
@@ -388,13 +403,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
 
     torch.manual_seed(seed)  # initial weights of lazily created ops
     state = _State(Supernet(space), seed, len(train_data))
-    if path.exists():
-        record = load_checkpoint(path)
-        check_checkpoint(record, space, path)
-        for key in ("train", "data"):
-            if record[key] != settings[key]:
-                raise InputError(f"{path} holds a supernet trained with {key} settings {record[key]}, not "
-                                 f"{settings[key]}; resume with the same settings or choose another --out")
+    if record is not None:
         state.restore(record, cfg)
 
     def save() -> None:

@@ -158,9 +158,9 @@ def train(model: torch.nn.Module, data: PreparedData, cfg: TrainConfig = TrainCo
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        result.losses.append(float(loss))
+        result.losses.append(loss.item())
         result.steps = step + 1
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{result.losses[-1]:.3f}")
         if cfg.time_budget_s is not None and time.monotonic() - start > cfg.time_budget_s:
             break
     result.seconds = time.monotonic() - start

@@ -110,6 +110,17 @@ class LatencyTable:
         return cls.load(default_table_path(space, threads), space, threads)
 
     @property
+    def coef(self) -> list[float]:
+        """Calibration coefficients over ``feature_kinds + [n_ops, intercept]``."""
+        if not self.calibrated:
+            return [1.0] * len(self._kinds) + [0.0, 0.0]  # the plain sum, in the same linear form
+        return [float(c) for c in self._coef]
+
+    @property
+    def feature_kinds(self) -> list[str]:
+        return list(self._kinds)
+
+    @property
     def threads(self) -> int:
         return int(self.table.header.get("fingerprint", {}).get("threads", 1))
 

@@ -206,8 +206,12 @@ class Engine:
 
     def _strategy_options(self) -> dict:
         options = dict(self.cfg.strategy.options)
+        # Strategies that keep files get them inside the run folder (resume finds them there).
         if self.cfg.strategy.name == "tpe":
             options.setdefault("storage_path", str(self.folder.path / "optuna.db"))
+        if self.cfg.strategy.name == "darts":
+            options.setdefault("checkpoint_path", str(self.folder.path / "darts.pt"))
+            options.setdefault("progress", self.progress)
         return options
 
     def _restore_strategy(self) -> None:

@@ -58,8 +58,9 @@ class TPEStrategy(Strategy):
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
-                 n_startup_trials: int = 10, n_ei_candidates: int = 24, multivariate: bool = True,
-                 constant_liar: bool = True, storage_path: str | None = None, study_name: str = "nas") -> None:
+                 n_startup_trials: int = 5, n_ei_candidates: int = 24, multivariate: bool = True,
+                 constant_liar: bool = True, reuse_results: bool = True, max_redraws: int = 20,
+                 storage_path: str | None = None, study_name: str = "nas") -> None:
         super().__init__(space, objective, seed)
         import optuna
         from optuna.distributions import CategoricalDistribution
@@ -70,6 +71,8 @@ class TPEStrategy(Strategy):
         self.n_ei_candidates = n_ei_candidates
         self.multivariate = multivariate
         self.constant_liar = constant_liar
+        self.reuse_results = reuse_results
+        self.max_redraws = max_redraws
         self.storage_path = storage_path
         self.study_name = study_name
         self._distributions = {name: CategoricalDistribution(list(choices))
@@ -85,6 +88,7 @@ class TPEStrategy(Strategy):
         # Told results in tell order: {"number", "params", "result"} (plain data).
         self._told: list[dict[str, Any]] = []
         self._n_asked = 0
+        self._known: dict[str, Result] = {}  # canonical id -> result of every success told
         self._adopt_existing_trials()
 
     # ----- optuna plumbing -----------------------------------------------------------------
@@ -106,6 +110,14 @@ class TPEStrategy(Strategy):
                              {"number": t.number, "params": dict(t.params), "result": t.user_attrs[_RESULT]}))
         self._told = [entry for _, entry in sorted(told, key=lambda x: x[0])]
         self._n_asked = len(self._study.get_trials(deepcopy=False))
+        self._rebuild_known()
+
+    def _rebuild_known(self) -> None:
+        self._known = {}
+        for entry in self._told:
+            result = result_from_json(entry["result"])
+            if not is_failure(result):
+                self._known[self.space.from_sample(entry["params"]).id] = result
 
     def _values(self, result: Result) -> list[float] | None:
         if is_failure(result):
@@ -126,35 +138,50 @@ class TPEStrategy(Strategy):
 
     # ----- ask / tell ----------------------------------------------------------------------
     def ask(self) -> Architecture | None:
-        self._study.sampler = self._sampler(self._n_asked)
-        self._n_asked += 1
-        trial = self._study.ask()
-        sample = {name: trial.suggest_categorical(name, d.choices) for name, d in self._distributions.items()}
-        arch = self.space.from_sample(sample)
+        for _ in range(self.max_redraws + 1 if self.reuse_results else 1):
+            self._study.sampler = self._sampler(self._n_asked)
+            self._n_asked += 1
+            trial = self._study.ask()
+            sample = {name: trial.suggest_categorical(name, d.choices) for name, d in self._distributions.items()}
+            arch = self.space.from_sample(sample)
+            known = self._known.get(arch.id) if self.reuse_results else None
+            if known is None:
+                break
+            # Already evaluated: TPE gets the known result at once (no evaluation spent;
+            # otherwise a concentrated TPE keeps re-proposing its favourites) and we ask again.
+            self._finish(trial, arch, known)
         self._pending.setdefault(arch.id, deque()).append(trial)
         return arch
 
+    def _finish(self, trial: Any, arch: Architecture, result: Result) -> None:
+        """Tell an asked optuna trial and record it in the told history."""
+        values = self._values(result)
+        for key, value in self._user_attrs(len(self._told), arch.id, result).items():
+            trial.set_user_attr(key, value)
+        state = self._optuna.trial.TrialState.FAIL if values is None else None
+        frozen = self._study.tell(trial, values, state=state)
+        self._told.append({"number": frozen.number, "params": dict(frozen.params), "result": result_to_json(result)})
+        if values is not None:
+            self._known[arch.id] = result
+
     def tell(self, arch: Architecture, result: Result) -> None:
         arch = self.space.canonicalize(arch)
-        values = self._values(result)  # validates the metrics before anything is recorded
-        index = len(self._told)
-        attrs = self._user_attrs(index, arch.id, result)
+        self._values(result)  # validates the metrics before anything is recorded
         queue = self._pending.get(arch.id)
         if queue:
             trial = queue.popleft()
             if not queue:
                 del self._pending[arch.id]
-            for key, value in attrs.items():
-                trial.set_user_attr(key, value)
-            state = self._optuna.trial.TrialState.FAIL if values is None else None
-            frozen = self._study.tell(trial, values, state=state)
-            number, params = frozen.number, dict(frozen.params)
-        else:  # not asked by us (resume, user seed): record it as a finished trial
-            params = dict(arch.sample)
-            self._add_finished(params, result, attrs)
-            number = self._study.get_trials(deepcopy=False)[-1].number
-            self._n_asked += 1  # it took a trial number, as an ask would have
+            self._finish(trial, arch, result)
+            return
+        # Not asked by us (resume, user seed): record it as a finished trial.
+        params = dict(arch.sample)
+        self._add_finished(params, result, self._user_attrs(len(self._told), arch.id, result))
+        number = self._study.get_trials(deepcopy=False)[-1].number
+        self._n_asked += 1  # it took a trial number, as an ask would have
         self._told.append({"number": number, "params": params, "result": result_to_json(result)})
+        if not is_failure(result):
+            self._known[arch.id] = result
 
     # ----- state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -173,4 +200,5 @@ class TPEStrategy(Strategy):
             arch = self.space.from_sample(entry["params"])
             self._add_finished(entry["params"], result, self._user_attrs(index, arch.id, result))
         self._told = told
+        self._rebuild_known()
         self._n_asked = max(int(state["n_asked"]), len(self._study.get_trials(deepcopy=False)))

@@ -1,0 +1,98 @@
+"""What do the finishing passes buy on this CPU? train -> distill -> prune -> int8.
+
+One architecture of ``cpu_detector`` (``--arch``, default the search-space reference
+``pp_lcnet_like_w0.5``) goes through the four passes on the built-in generated dataset;
+every stage is exported and measured as deployed (mAP of the ONNX file in onnxruntime,
+median latency at 1 and 2 threads, size, params, FLOPs). Printed: the command line, the
+table, then per stage the comparison with the stage it was made from (latency ratio =
+parent / stage, so > 1 is faster; mAP@.5 change), and distill vs train (same schedule,
+same initial weights, only the loss differs).
+
+Artifacts (every stage's model.onnx / weights.pt, finish.md, finish.json) go to ``--out``.
+
+Usage::
+
+    python bench/finishing.py                                   # 256 px, 1200 steps: the real run
+    python bench/finishing.py --input-size 64 --n-train 16 --n-val 8 --steps 4 --batch-size 4 \\
+        --calibration-images 4 --min-runs 5 --min-seconds 0.05 --teacher-arch pp_lcnet_like_w0.5   # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a script from a clone without installing
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from evaluators.data import DataConfig  # noqa: E402
+from nas.finishing import finish, finish_config, format_table, load_source  # noqa: E402
+from nas.finishing.config import DEFAULT_TRAIN  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="pp_lcnet_like_w0.5", help="architecture: reference name, compact string or JSON")
+    p.add_argument("--teacher-arch", default="mobilenetv2_like_w1.0", help="distillation teacher (trained first)")
+    p.add_argument("--input-size", type=int, default=256)
+    p.add_argument("--n-train", type=int, default=512, help="generated training images")
+    p.add_argument("--n-val", type=int, default=128, help="generated validation images")
+    p.add_argument("--steps", type=int, default=DEFAULT_TRAIN.steps, help="train/distill/teacher steps (prune fine-tunes half)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size)
+    p.add_argument("--ratio", type=float, default=0.5, help="fraction of internal channels kept by pruning")
+    p.add_argument("--calibration-images", type=int, default=64)
+    p.add_argument("--methods", default="minmax,entropy,percentile", help="int8 calibration methods")
+    p.add_argument("--min-runs", type=int, default=50, help="timed onnxruntime runs per latency (at least)")
+    p.add_argument("--min-seconds", type=float, default=1.0, help="timed seconds per latency (at least)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench-finishing"))
+    return p.parse_args(argv)
+
+
+def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
+    """Each stage against the stage it was made from, and distill against train."""
+    by_name = {r["stage"]: r for r in rows}
+    lines = []
+    for r in rows:
+        parent = by_name.get(r.get("parent"))
+        if parent is None or r["stage"] == "input":
+            continue
+        speed = "  ".join(f"{t}T x{parent[f'latency_ms@{t}t'] / r[f'latency_ms@{t}t']:.2f}" for t in threads)
+        lines.append(f"{r['stage']:<16} vs {parent['stage']:<8} speed {speed}   mAP@.5 {r['map50'] - parent['map50']:+.3f}"
+                     f"   size x{parent['size_mb'] / r['size_mb']:.2f} smaller")
+    if "distill" in by_name and "train" in by_name:
+        d, t = by_name["distill"], by_name["train"]
+        lines.append(f"{'distill':<16} vs {'train':<8} mAP@.5 {d['map50'] - t['map50']:+.3f}   "
+                     f"mAP {d['map'] - t['map']:+.3f} (same steps and initial weights)")
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    source, cfg = load_source(args.arch, settings={"input_size": args.input_size, "num_classes": 6})
+    cfg = finish_config({
+        "passes": ["train", "distill", "prune", "int8"],
+        "data": dataclasses.asdict(DataConfig(n_train=args.n_train, n_val=args.n_val, seed=args.seed)),
+        "train": {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+                  "warmup_steps": min(DEFAULT_TRAIN.warmup_steps, max(1, args.steps // 10))},
+        "measure": {"min_runs": args.min_runs, "min_seconds": args.min_seconds},
+        "distill": {"teacher_arch": args.teacher_arch},
+        "prune": {"ratio": args.ratio},
+        "int8": {"calibration_images": args.calibration_images, "methods": args.methods.split(",")},
+    }, cfg, "bench options")
+    result = finish(source, cfg, args.out)
+    print("\n" + format_table(result.rows, cfg.measure.threads) + "\n")
+    print("\n".join(comparisons(result.rows, cfg.measure.threads)))
+    print(f"\n{result.out / 'finish.md'}  ({result.seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

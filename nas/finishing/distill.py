@@ -1,0 +1,125 @@
+"""Knowledge distillation for the detectors of the space.
+
+Three terms, added to the supervised detection loss with their weights:
+
+* **soft class targets** (Hinton et al.): a per-class binary KL divergence between the
+  teacher's and the student's sigmoid scores at temperature T, times T^2 so gradients
+  keep their scale as T changes. The detector's scores are independent sigmoids, not a
+  softmax, so each class is its own Bernoulli distribution.
+* **objectness-weighted box distillation** (Mehta & Ozturk, "Object detection at 200
+  Frames Per Second"): the student regresses the teacher's box distances, weighted by
+  the teacher's confidence, so the teacher's arbitrary boxes on background points teach
+  nothing. This head has no objectness output; the teacher's max class score plays it.
+* **feature imitation** on the neck outputs (FitNets, Romero et al.): a trained 1x1
+  adaptation conv maps each student level to the teacher's width; mean squared error.
+
+:func:`distillation_losses` is exactly zero when student and teacher outputs are equal
+and the adapters are identities (:func:`make_adapters` starts them so when widths
+match): the KL is computed as ``BCE(student) - BCE(teacher)`` with the same targets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from evaluators.detection_loss import detection_loss
+
+
+@dataclass
+class DetectorOutputs:
+    """What distillation compares, from one forward pass of a detector of the space."""
+    cls_logits: torch.Tensor        # [B, N, C] raw class logits over all levels
+    box_raw: torch.Tensor           # [B, N, 4] raw box outputs; softplus gives distances in strides
+    neck: list[torch.Tensor]        # neck output per level, [B, C_neck, H, W]
+
+
+def detector_outputs(model, images: torch.Tensor) -> DetectorOutputs:
+    """One forward of a :class:`search_spaces.cpu_detector.CpuDetector` (or a pruned one),
+    keeping the neck outputs that ``forward_levels`` discards."""
+    neck = model.neck(model.features(images))
+    dense = model.decode.flatten(*[head(level) for head, level in zip(model.heads, neck)])
+    nc = model.num_classes
+    return DetectorOutputs(dense[..., :nc], dense[..., nc:], neck)
+
+
+def neck_widths(model) -> list[int]:
+    """Output channels of each neck level (a forward on a tiny input would cost more)."""
+    return [int(lat[0].out_channels) for lat in model.laterals]
+
+
+def make_adapters(student_widths: list[int], teacher_widths: list[int]) -> nn.ModuleList:
+    """One 1x1 conv per level, student width -> teacher width; identity when they match
+    (so a student that already equals its teacher starts at zero imitation loss)."""
+    adapters = nn.ModuleList()
+    for cs, ct in zip(student_widths, teacher_widths):
+        conv = nn.Conv2d(cs, ct, 1, bias=False)
+        if cs == ct:
+            with torch.no_grad():
+                conv.weight.copy_(torch.eye(cs).view(cs, cs, 1, 1))
+        adapters.append(conv)
+    return adapters
+
+
+def distillation_losses(student_out: DetectorOutputs, teacher_out: DetectorOutputs, adapters: nn.ModuleList,
+                        temperature: float = 2.0) -> dict[str, torch.Tensor]:
+    """Unweighted distillation terms ``{"kd_cls", "kd_box", "kd_feat"}`` (scalars).
+
+    ``teacher_out`` should be computed without gradients. Both outputs must cover the
+    same points (same input size and strides) and the same classes.
+    """
+    if student_out.cls_logits.shape != teacher_out.cls_logits.shape:
+        raise ValueError(f"student outputs {tuple(student_out.cls_logits.shape)} and teacher outputs "
+                         f"{tuple(teacher_out.cls_logits.shape)} differ; distillation needs the same classes and input size")
+    t = float(temperature)
+    soft_target = torch.sigmoid(teacher_out.cls_logits / t)
+    # KL(teacher || student) per Bernoulli = CE(teacher, student) - H(teacher).
+    kl = (F.binary_cross_entropy_with_logits(student_out.cls_logits / t, soft_target, reduction="none")
+          - F.binary_cross_entropy_with_logits(teacher_out.cls_logits / t, soft_target, reduction="none"))
+    kd_cls = kl.mean() * t * t
+
+    objectness = torch.sigmoid(teacher_out.cls_logits).max(-1).values          # [B, N]
+    # Distances in units of the level's stride, so all levels weigh alike.
+    box_l1 = (F.softplus(student_out.box_raw) - F.softplus(teacher_out.box_raw)).abs().sum(-1)
+    kd_box = (objectness * box_l1).sum() / objectness.sum().clamp(min=1e-6)
+
+    kd_feat = sum(F.mse_loss(adapter(s), t_feat) for adapter, s, t_feat in
+                  zip(adapters, student_out.neck, teacher_out.neck)) / len(adapters)
+    return {"kd_cls": kd_cls, "kd_box": kd_box, "kd_feat": kd_feat}
+
+
+class DistillStudent(nn.Module):
+    """The student plus its adaptation convs, so one optimiser trains both; the
+    teacher is deliberately not a submodule (it must stay frozen and in eval mode)."""
+
+    def __init__(self, student: nn.Module, adapters: nn.ModuleList):
+        super().__init__()
+        self.student = student
+        self.adapters = adapters
+
+
+class DistillLoss:
+    """``loss_fn(wrapper, images, targets)`` for :func:`evaluators.trainer.train`:
+    supervised loss + weighted distillation terms; the parts are returned too."""
+
+    def __init__(self, teacher: nn.Module, temperature: float, cls_weight: float, box_weight: float,
+                 feature_weight: float):
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature = temperature
+        self.weights = {"kd_cls": cls_weight, "kd_box": box_weight, "kd_feat": feature_weight}
+
+    def __call__(self, wrapper: DistillStudent, images: torch.Tensor, targets: list[dict]) -> dict:
+        model = wrapper.student
+        out = detector_outputs(model, images)
+        with torch.no_grad():
+            teacher_out = detector_outputs(self.teacher, images)
+        # The supervised loss from the same forward (trainer.supervised_loss would run a second one).
+        boxes = model.decode.boxes(out.box_raw)
+        losses = dict(detection_loss(out.cls_logits, boxes, model.decode.centres, model.decode.point_strides[:, 0], targets))
+        kd = distillation_losses(out, teacher_out, wrapper.adapters, self.temperature)
+        losses["loss"] = losses["loss"] + sum(self.weights[k] * v for k, v in kd.items())
+        return {**losses, **kd}

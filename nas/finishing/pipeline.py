@@ -1,0 +1,220 @@
+"""``finish``: run the finishing passes on one architecture and write the table.
+
+Output folder::
+
+    input/      the model as given (weights.pt, model.onnx), measured as the baseline
+    teacher/    the distillation teacher (when distill runs)
+    train/ distill/ prune/      weights.pt + model.onnx per stage
+    int8/       model_<method>.onnx per calibration method, model.onnx = the kept one
+    finish.md, finish.json      one row per stage, rewritten after every stage
+
+Every row is measured on the stage's ONNX file: mAP through onnxruntime on the
+validation split, median latency per thread count, file size; params and FLOPs from
+the torch model (for int8, of the fp32 model it was quantised from).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from search_spaces import Architecture, SearchSpace
+from search_spaces.errors import InputError
+
+from .config import PROXY_SCHEDULE_FACTOR, FinishConfig, load_finish_config
+from .models import class_names_of, load_model
+from .passes import FinishContext, check_order, get_pass
+
+
+@dataclass
+class FinishSource:
+    """Where finishing starts: an architecture, its space, and the model (trained or not)."""
+    arch: Architecture
+    space: SearchSpace
+    model: nn.Module
+    description: str
+    trained: bool
+    default_out: Path
+
+
+# ----- sources -----------------------------------------------------------------------------
+def run_base_config(run: Path) -> FinishConfig:
+    """Defaults implied by a run folder: its space settings, the ``train_proxy`` data
+    options and a schedule ``PROXY_SCHEDULE_FACTOR`` times the proxy's."""
+    from evaluators.base import get_evaluator
+    from nas.engine import RunFolder
+
+    search = RunFolder(run).config()
+    base = FinishConfig(space=dict(search.space.settings))
+    for ev in search.evaluators:
+        if ev.name == "train_proxy":
+            proxy = get_evaluator(ev.name, **ev.options)
+            train = dataclasses.replace(proxy.cfg, steps=proxy.cfg.steps * PROXY_SCHEDULE_FACTOR, time_budget_s=None)
+            base = dataclasses.replace(base, data=proxy.data, train=train)
+    return base
+
+
+def source_from_run(run: Path, cfg: FinishConfig) -> FinishSource:
+    """The run's ``best/arch.json`` with ``best/weights.pt`` (untrained when the search trained nothing)."""
+    from nas.engine import RunFolder
+    from search_spaces import get_space
+
+    search = RunFolder(run).config()
+    arch_path = run / "best" / "arch.json"
+    if not arch_path.is_file():
+        raise InputError(f"{run} has no best/arch.json (the search has no finished trial yet; "
+                         f"'nas report {run}' writes best/ from the trials so far)")
+    if cfg.space != dict(search.space.settings):
+        raise InputError(f"the space settings of a run come from the run ({search.space.settings}); "
+                         f"the config or flags ask for {cfg.space}")
+    space = get_space(search.space.name, **search.space.settings)
+    try:
+        arch = space.canonicalize(Architecture.from_json(arch_path.read_text(encoding="utf-8")))
+        space.validate(arch)
+    except InputError as exc:
+        raise InputError(f"{arch_path}: {exc}") from None
+    weights = run / "best" / "weights.pt"
+    out = run / "finish"
+    if weights.is_file():
+        model, _, _ = load_model(weights)
+        return FinishSource(arch, space, model, f"run {run} (best/weights.pt)", True, out)
+    torch.manual_seed(cfg.train.seed)
+    return FinishSource(arch, space, space.build(arch), f"run {run} (best/arch.json, no weights: untrained)", False, out)
+
+
+def source_from_arch(text: str, cfg: FinishConfig) -> FinishSource:
+    """An architecture (file, JSON, compact string or reference name), freshly initialised."""
+    from nas.commands.space import resolve_architecture
+
+    try:
+        arch, space = resolve_architecture(text, cfg.space)
+    except InputError as exc:
+        raise InputError(f"{text!r} is neither a run folder nor an architecture: {exc}") from None
+    torch.manual_seed(cfg.train.seed)
+    return FinishSource(arch, space, space.build(arch), f"architecture {text if len(text) < 80 else arch.id} "
+                        f"(untrained, seed {cfg.train.seed})", False, Path("runs") / f"finish-{arch.id[:12]}")
+
+
+def _looks_like_path(text: str) -> bool:
+    # Architectures are JSON ("{..."), compact strings ("space|..." / "space:...") or names.
+    return not text.lstrip().startswith("{") and not re.search(r"[|:]", text) and (
+        "/" in text or "\\" in text or text.endswith((".json", ".yaml")))
+
+
+def load_source(text: str, config_path: str | Path | None = None,
+                settings: dict | None = None, passes: tuple[str, ...] | None = None) -> tuple[FinishSource, FinishConfig]:
+    """(source, resolved config) for ``nas finish RUN|ARCH``.
+
+    A folder is a run folder; anything else an architecture. ``settings`` (CLI flags)
+    override the config's space settings; ``passes`` its pass list.
+    """
+    path = Path(text)
+    if path.is_dir():
+        cfg = load_finish_config(config_path, run_base_config(path))
+    elif _looks_like_path(text) and not path.exists():
+        raise InputError(f"{text} does not exist (expected a run folder or an architecture file)")
+    else:
+        cfg = load_finish_config(config_path)
+    if settings:
+        cfg = dataclasses.replace(cfg, space={**cfg.space, **settings})
+    if passes is not None:
+        try:
+            check_order(list(passes))
+        except ValueError as exc:
+            raise InputError(f"--passes: {exc}") from None
+        cfg = dataclasses.replace(cfg, passes=tuple(passes))
+    source = source_from_run(path, cfg) if path.is_dir() else source_from_arch(text, cfg)
+    return source, dataclasses.replace(cfg, space=source.space.settings())
+
+
+# ----- the run -----------------------------------------------------------------------------
+@dataclass
+class FinishResult:
+    out: Path
+    rows: list[dict]
+    seconds: float
+
+
+def finish(source: FinishSource, cfg: FinishConfig, out: str | Path, log: Callable[[str], None] = print,
+           progress: bool = False) -> FinishResult:
+    """Measure the input, run ``cfg.passes`` in order, write every stage and the table to ``out``."""
+    start = time.monotonic()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    size = source.space.settings()["input_size"]
+    train_data, val_data = cfg.data.load(size)
+    num_classes = source.space.settings()["num_classes"]
+    if train_data.num_classes != num_classes:
+        raise InputError(f"the data has {train_data.num_classes} classes but the model {num_classes}; "
+                         f"set space: {{num_classes: {train_data.num_classes}}} (or --num-classes) for an architecture")
+    header = {"source": source.description, "architecture": source.arch.to_dict(),
+              "compact": _compact(source), "config": cfg.to_dict(), "environment": environment()}
+    ctx = FinishContext(source.arch, source.space, cfg, train_data, val_data, out, class_names_of(cfg.data),
+                        source.model.eval(), log=log, progress=progress,
+                        on_change=lambda rows: write_tables(out, header, rows, cfg.measure.threads))
+    ctx.record("input", source.model, note=source.description)
+    model = source.model
+    for name in cfg.passes:
+        spec = get_pass(name)
+        log(f"== {name}: {spec.help}")
+        model = spec.run(model, ctx, cfg.options(name))
+    return FinishResult(out, ctx.rows, time.monotonic() - start)
+
+
+def _compact(source: FinishSource) -> str | None:
+    try:
+        return source.space.to_string(source.arch)
+    except NotImplementedError:
+        return None
+
+
+def environment() -> dict:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version()}
+
+
+# ----- the table ---------------------------------------------------------------------------
+def format_table(rows: list[dict], threads: tuple[int, ...]) -> str:
+    """Markdown table of stage rows."""
+    cols = [("stage", "stage", "{}"), ("map50", "mAP@.5", "{:.3f}"), ("map", "mAP@[.5:.95]", "{:.3f}")]
+    cols += [(f"latency_ms@{t}t", f"latency {t}T (ms)", "{:.2f}") for t in threads]
+    cols += [("size_mb", "size (MB)", "{:.2f}"), ("params", "params (M)", "{:.3f}"), ("flops", "FLOPs (G)", "{:.3f}"),
+             ("note", "note", "{}")]
+    scale = {"params": 1e-6, "flops": 1e-9}
+    lines = ["| " + " | ".join(c[1] for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in rows:
+        cells = [fmt.format(row[key] * scale[key] if key in scale else row[key]) for key, _, fmt in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_tables(out: Path, header: dict, rows: list[dict], threads: tuple[int, ...]) -> None:
+    """``finish.json`` and ``finish.md`` (atomic writes, so an interruption keeps the last table)."""
+    payload = {**header, "stages": rows}
+    md = [f"# Finishing: {header['source']}", "", f"    {header['compact']}" if header["compact"] else "", "",
+          format_table(rows, threads), "",
+          "mAP from the ONNX file in onnxruntime on the validation split; latency the median of timed "
+          f"onnxruntime runs at batch 1 on {header['environment']['cpu']}; params and FLOPs (torch counter, "
+          "batch 1) of the torch model (int8: of the fp32 model it was quantised from).", ""]
+    for name, text in (("finish.json", json.dumps(payload, indent=2) + "\n"), ("finish.md", "\n".join(md))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out / name)

@@ -1,0 +1,377 @@
+"""Differentiable search (FBNet / GDAS style) with latency from the lookup table.
+
+One supernet: every searchable block position holds a :class:`MixedOp` over candidate
+blocks (every registered block kind with every kernel/expansion/SE/activation choice)
+plus ``skip`` for positions past a stage's minimum depth, so depth is searched too.
+Architecture parameters ``alpha`` (one row per position) are separate from the
+weights. Each step samples one candidate per position with hard Gumbel-softmax (GDAS):
+only the sampled block runs, and the straight-through weight carries the gradient to
+``alpha``, so a step costs one network, not the sum of all candidates.
+
+Loss of an architecture step (on a held-out half of the training split; weight steps
+use the other half, first-order alternation)::
+
+    det_loss + lam * log(E[latency] / target) ** 2
+
+``E[latency]`` is exact under the table's calibrated predictor, which is linear in the
+per-kind sums of op latencies and the op count: the expectation over the independent
+per-position softmax distributions is that same linear function of the expected sums.
+``lam`` is adjusted during the search (raised while the expected latency is off target),
+so the user sets a target in milliseconds, not a ``lam``.
+
+Collapse guard: weights are trained alone for the first ``warmup_fraction`` of the
+steps (DARTS collapses onto skip while the candidate weights are still untrained), and
+derivation caps each stage's skips so every stage keeps its minimum depth. Derivation
+takes the argmax per position, then moves single positions to their next most likely
+candidate while that brings the table latency closer to the target (within 3%).
+
+Widths and the neck/head are not searched here (FBNet's fixed macro-architecture): they
+come from the options ``width`` and ``fixed``.
+
+As a strategy: the first ``ask()`` runs the whole search (checkpointed to
+``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
+derived architecture; later asks return None. The engine then evaluates it with the
+configured evaluators like any other candidate.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from search_spaces import Architecture, OpSpec, SearchSpace
+from search_spaces.cpu_detector import STAGES, CpuDetector
+from search_spaces.errors import InputError
+from search_spaces.ops import BLOCK_PARAMS, make_op
+
+from ..objectives import Objective
+from .base import Result, Strategy, register_strategy
+
+SKIP = "skip"
+PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
+DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
+
+
+def block_candidates(kinds) -> list[dict]:
+    """Every (kind, params) combination of the given block kinds."""
+    out = []
+    for kind in kinds:
+        combos = [{"kind": kind}]
+        for param in sorted(BLOCK_PARAMS[kind]):
+            combos = [{**c, param: v} for c in combos for v in PARAM_CHOICES[param]]
+        out += combos
+    return out
+
+
+class MixedOp(nn.Module):
+    """Candidates for one position. ``weights`` dense: the weighted sum of all candidates
+    (DARTS); ``hard_index`` set: only that candidate, scaled by ``hard_weight`` (GDAS)."""
+
+    def __init__(self, candidates: list[nn.Module]):
+        super().__init__()
+        self.candidates = nn.ModuleList(candidates)
+        self.weights: torch.Tensor | None = None
+        self.hard_index: int | None = None
+        self.hard_weight: torch.Tensor | None = None
+
+    def forward(self, x):
+        if self.hard_index is not None:
+            return self.candidates[self.hard_index](x) * self.hard_weight
+        return sum(w * op(x) for w, op in zip(self.weights, self.candidates))
+
+
+class DartsSupernet(nn.Module):
+    """A :class:`CpuDetector` whose stage blocks are :class:`MixedOp` s."""
+
+    def __init__(self, space: SearchSpace, width: float, fixed: Mapping[str, Any], kinds: tuple | None = None):
+        super().__init__()
+        self.space = space
+        self.candidates = block_candidates(kinds or space.block_kinds)
+        template = space.canonicalize(self._arch_from_choices(None, width, fixed))
+        specs = {s.role: s for s in space.ops(template)}
+        modules = {role: make_op(spec) for role, spec in specs.items()}
+        self.positions: list[tuple[str, int]] = []
+        self.position_specs: list[list[OpSpec | None]] = []
+        for st in STAGES:
+            for b in range(max(st.depths)):
+                role = f"{st.name}.b{b}"
+                base = specs[role]
+                row, mods = [], []
+                for cand in self.candidates:
+                    params = {k: v for k, v in cand.items() if k != "kind"}
+                    spec = OpSpec.make(cand["kind"], base.input_shapes, role, cout=base.param_dict["cout"],
+                                       stride=base.param_dict["stride"], **params)
+                    row.append(spec)
+                    mods.append(make_op(spec))
+                if b >= min(st.depths):  # past the minimum depth a block may be skipped
+                    row.append(None)
+                    mods.append(nn.Identity())
+                modules[role] = MixedOp(mods)
+                self.positions.append((st.name, b))
+                self.position_specs.append(row)
+        self.net = CpuDetector(modules, template, space.num_classes)
+        self.fixed_specs = [s for r, s in specs.items() if not any(r == f"{n}.b{b}" for n, b in self.positions)]
+        self.width, self.fixed = width, dict(fixed)
+        self.alpha = nn.Parameter(torch.zeros(len(self.positions), len(self.candidates) + 1))
+        self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if row[-1] is None else 0.0]
+                                                    for row in self.position_specs]))
+
+    def mixed_ops(self) -> list[MixedOp]:
+        return [m for m in self.net.modules() if isinstance(m, MixedOp)]
+
+    def masked_logits(self, tau: float = 1.0) -> torch.Tensor:
+        return (self.alpha / tau).masked_fill(self.valid == 0, float("-inf"))
+
+    def probabilities(self) -> torch.Tensor:
+        return F.softmax(self.masked_logits(), dim=-1)
+
+    def set_hard(self, generator: torch.Generator, tau: float) -> None:
+        """Sample one candidate per position (Gumbel), straight-through weights."""
+        logits = self.masked_logits(tau)
+        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-9, 1 - 1e-9)))
+        soft = F.softmax(logits + gumbel, dim=-1)
+        index = soft.argmax(-1)
+        for i, op in enumerate(self.mixed_ops()):
+            k = int(index[i])
+            op.hard_index, op.weights = k, None
+            op.hard_weight = 1.0 - soft[i, k].detach() + soft[i, k]
+
+    def set_dense(self, weights: torch.Tensor) -> None:
+        for i, op in enumerate(self.mixed_ops()):
+            op.hard_index, op.weights = None, weights[i, : len(op.candidates)]
+
+    def weight_parameters(self):
+        return [p for n, p in self.named_parameters() if n != "alpha"]
+
+    def _arch_from_choices(self, choices: list[int] | None, width: float, fixed: Mapping[str, Any]) -> Architecture:
+        space = self.space
+        sample = {k: v[0] for k, v in space.decisions().items()}
+        sample.update(fixed)
+        i = 0
+        for st in STAGES:
+            sample[f"{st.name}.width"] = width
+            blocks = []
+            for b in range(max(st.depths)):
+                if choices is None:
+                    blocks.append(self.candidates[0] if hasattr(self, "candidates") else {"kind": space.block_kinds[0]})
+                elif choices[i] < len(self.candidates):
+                    blocks.append(self.candidates[choices[i]])
+                i += 1 if choices is not None else 0
+            sample[f"{st.name}.depth"] = len(blocks) if choices is not None else max(st.depths)
+            for b, cand in enumerate(blocks):
+                for k, v in cand.items():
+                    sample[f"{st.name}.b{b}.{k}"] = v
+        return space.canonicalize(Architecture(space.name, sample))
+
+    def derive(self, choices: list[int]) -> Architecture:
+        return self._arch_from_choices(choices, self.width, self.fixed)
+
+
+class ExpectedLatency:
+    """E[latency] under the table's linear predictor, differentiable in the probabilities."""
+
+    def __init__(self, supernet: DartsSupernet, table):
+        self.table = table
+        kinds = table.feature_kinds
+        coef = torch.tensor(table.coef, dtype=torch.float32)
+        self.kind_coef = coef[: len(kinds)]
+        self.n_coef, self.intercept = float(coef[-2]), float(coef[-1])
+        index = {k: i for i, k in enumerate(kinds)}
+        fixed = np.zeros(len(kinds))
+        for spec in supernet.fixed_specs:
+            fixed[index[spec.kind]] += table.op_ms(spec)
+        self.fixed_kind_ms = torch.tensor(fixed, dtype=torch.float32)
+        self.fixed_n = len(supernet.fixed_specs)
+        # cost[p, c] = coef of c's kind * its table ms; ops[p, c] = 1 unless skip.
+        n_pos, n_cand = supernet.alpha.shape
+        cost, ops = torch.zeros(n_pos, n_cand), torch.zeros(n_pos, n_cand)
+        for p, row in enumerate(supernet.position_specs):
+            for c, spec in enumerate(row):
+                if spec is not None:
+                    cost[p, c] = self.kind_coef[index[spec.kind]] * table.op_ms(spec)
+                    ops[p, c] = 1.0
+        self.cost, self.ops = cost, ops
+
+    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
+        fixed = float(self.kind_coef @ self.fixed_kind_ms) + self.n_coef * self.fixed_n + self.intercept
+        return fixed + (probs * (self.cost + self.n_coef * self.ops)).sum()
+
+
+@register_strategy("darts")
+class DartsStrategy(Strategy):
+    """Gradient-based search on a weight-sharing supernet, latency-targeted.
+
+    Options: ``steps`` (total optimisation steps), ``batch_size``, ``w_lr``/``a_lr``
+    (weights/AdamW, alpha/Adam), ``tau`` start/end (Gumbel temperature, annealed
+    exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
+    ``width`` and ``fixed`` (the macro-architecture), ``data`` (DataConfig fields),
+    ``table`` (latency table path; default the committed one at ``threads``),
+    ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
+    (block kinds searched; default all of the space's).
+    """
+
+    gradient_based = True  # not part of the sampler conformance loop: it trains a supernet
+
+    def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *, steps: int = 300,
+                 batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
+                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float = 0.75, fixed: Mapping | None = None,
+                 data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
+                 checkpoint_path: str | None = None, checkpoint_every: int = 25, progress: bool = True):
+        super().__init__(space, objective, seed)
+        if objective.target_ms is None:
+            raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
+        self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
+                            warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads)
+        self.fixed = {**DEFAULT_FIXED, **(fixed or {})}
+        self.kinds = tuple(kinds or space.block_kinds)
+        unknown = [k for k in self.kinds if k not in space.block_kinds]
+        if unknown:
+            raise InputError(f"darts option 'kinds': {unknown} not in the space's block kinds {list(space.block_kinds)}")
+        self.data_options = dict(data or {})
+        self.table_path, self.checkpoint_path = table, checkpoint_path
+        self.checkpoint_every, self.progress = checkpoint_every, progress
+        self.derived: list[dict] = []
+        self.asked = 0
+        self.report: dict[str, Any] = {}
+
+    # ----- the strategy interface ---------------------------------------------------------
+    def ask(self) -> Architecture | None:
+        if not self.derived:
+            arch, report = self.search()
+            self.derived, self.report = [arch.to_dict()], report
+        if self.asked >= len(self.derived):
+            return None
+        self.asked += 1
+        return Architecture.from_dict(self.derived[self.asked - 1])
+
+    def tell(self, arch: Architecture, result: Result) -> None:
+        pass  # one-shot: the derived architecture is the answer; its metrics go to the log
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"derived": self.derived, "asked": self.asked, "report": self.report}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.derived, self.asked = list(state["derived"]), int(state["asked"])
+        self.report = dict(state.get("report", {}))
+
+    # ----- the search ---------------------------------------------------------------------
+    def _table(self):
+        from latency_tables.predictor import LatencyTable
+
+        if self.table_path:
+            return LatencyTable.load(self.table_path, self.space, self.options["threads"])
+        return LatencyTable.default(self.space, self.options["threads"])
+
+    def search(self) -> tuple[Architecture, dict]:
+        """Train the supernet (resuming from the checkpoint if any); derive; report."""
+        from evaluators.data import DataConfig
+        from evaluators.trainer import _batch, TrainConfig, supervised_loss
+        from latency_tables.progress import progress_bar
+
+        o = self.options
+        torch.manual_seed(self.seed)
+        table = self._table()
+        net = DartsSupernet(self.space, o["width"], self.fixed, self.kinds)
+        expected = ExpectedLatency(net, table)
+        train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
+        half = len(train_data) // 2
+        w_idx, a_idx = np.arange(half), np.arange(half, len(train_data))
+        w_opt = torch.optim.AdamW(net.weight_parameters(), lr=o["w_lr"], weight_decay=0.05)
+        a_opt = torch.optim.Adam([net.alpha], lr=o["a_lr"], betas=(0.5, 0.999))
+        gen = torch.Generator().manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        state = {"step": 0, "lam": o["lam"], "history": []}
+        if self.checkpoint_path and Path(self.checkpoint_path).exists():
+            ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+            net.load_state_dict(ck["net"])
+            w_opt.load_state_dict(ck["w_opt"])
+            a_opt.load_state_dict(ck["a_opt"])
+            gen.set_state(ck["gen"])
+            rng.bit_generator.state = ck["rng"]
+            state = ck["state"]
+        cfg = TrainConfig(batch_size=o["batch_size"], seed=self.seed)
+        target = float(self.objective.target_ms)
+        warmup = int(o["warmup_fraction"] * o["steps"])
+        tau0, tau1 = o["tau"]
+        t0 = time.monotonic()
+        bar = progress_bar(total=o["steps"], initial=state["step"], desc="darts", disable=not self.progress)
+        while state["step"] < o["steps"]:
+            step = state["step"]
+            tau = tau0 * (tau1 / tau0) ** (step / max(1, o["steps"] - 1))
+            net.train()
+            net.set_hard(gen, tau)  # weight step on the first half
+            images, targets = _batch(train_data, rng.choice(w_idx, o["batch_size"], replace=False), cfg, rng)
+            loss = supervised_loss(net.net, images, targets)["loss"]
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"darts: loss became {loss.item()} at step {step}")
+            w_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 10.0)
+            w_opt.step()
+            lat = float(expected(net.probabilities()))
+            if step >= warmup:  # architecture step on the held-out half
+                net.set_hard(gen, tau)
+                images, targets = _batch(train_data, rng.choice(a_idx, o["batch_size"], replace=False), cfg, rng)
+                e_lat = expected(net.probabilities())
+                a_loss = supervised_loss(net.net, images, targets)["loss"] + state["lam"] * torch.log(e_lat / target) ** 2
+                a_opt.zero_grad(set_to_none=True)
+                w_opt.zero_grad(set_to_none=True)
+                a_loss.backward()
+                a_opt.step()
+                lat = float(e_lat)
+                # Raise lam while the expectation is off target, relax it once it is close.
+                state["lam"] = state["lam"] * (1.05 if abs(lat / target - 1) > 0.05 else 0.98)
+            state["step"] = step + 1
+            state["history"].append([round(float(loss), 4), round(lat, 4)])
+            bar.update(1)
+            bar.set_postfix_str(f"loss {float(loss):.3f} E[lat] {lat:.2f}/{target:.2f} ms")
+            if self.checkpoint_path and (state["step"] % self.checkpoint_every == 0 or state["step"] == o["steps"]):
+                self._save(net, w_opt, a_opt, gen, rng, state)
+        bar.close()
+        choices = self.derive_choices(net, table, target)
+        arch = net.derive(choices)
+        predicted = table.predict(arch)
+        report = {"target_ms": target, "derived_table_ms": predicted, "expected_ms": float(expected(net.probabilities())),
+                  "off_target": predicted / target - 1, "lam": state["lam"], "steps": state["step"],
+                  "seconds": time.monotonic() - t0}
+        return arch, report
+
+    def derive_choices(self, net: DartsSupernet, table, target: float) -> list[int]:
+        """Argmax per position, then greedy moves to the next most likely candidates while
+        they bring the table latency closer to the target."""
+        probs = net.probabilities().detach()
+        choices = [int(i) for i in probs.argmax(-1)]
+        best = abs(table.predict(net.derive(choices)) / target - 1)
+        for _ in range(4 * len(choices)):
+            if best < 0.03:
+                break
+            moves = []
+            for p in range(len(choices)):
+                for c in torch.argsort(probs[p], descending=True).tolist()[:6]:
+                    if c != choices[p] and probs[p, c] > 0:
+                        trial = choices[:p] + [c] + choices[p + 1:]
+                        moves.append((abs(table.predict(net.derive(trial)) / target - 1), -float(probs[p, c]), trial))
+            if not moves:
+                break
+            gap, _, trial = min(moves)
+            if gap >= best:
+                break
+            best, choices = gap, trial
+        return choices
+
+    def _save(self, net, w_opt, a_opt, gen, rng, state) -> None:
+        path = Path(self.checkpoint_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                    "gen": gen.get_state(), "rng": rng.bit_generator.state, "state": state}, tmp)
+        tmp.replace(path)

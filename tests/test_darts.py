@@ -1,0 +1,117 @@
+"""Differentiable search: mixed ops, the expected latency, the latency gradient, and a
+tiny end-to-end search through the engine that resumes and exports."""
+import json
+
+import pytest
+import torch
+
+from latency_tables import profiler
+from latency_tables.predictor import LatencyTable
+from latency_tables.table import TableData
+from nas.objectives import Objective
+from nas.strategies.darts import DEFAULT_FIXED, DartsStrategy, DartsSupernet, ExpectedLatency, MixedOp
+from search_spaces import get_space
+
+KINDS = ("dsconv",)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("cpu_detector", num_classes=6, input_size=64)
+
+
+@pytest.fixture(scope="module")
+def table_path(space, tmp_path_factory):
+    """A table holding just the ops the tiny DARTS supernet can produce."""
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    specs = {s.key: s for s in net.fixed_specs}
+    for row in net.position_specs:
+        specs.update({s.key: s for s in row if s is not None})
+    data = TableData(profiler.new_header(space, 1))
+    for key, spec in specs.items():
+        t = profiler.measure_op(spec, 1)
+        data.ops[key] = {"kind": spec.kind, "params": spec.param_dict, "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "runs": t.runs}
+    path = tmp_path_factory.mktemp("darts") / "table.json"
+    data.save(path)
+    return path
+
+
+def test_mixed_op_is_the_weighted_sum():
+    torch.manual_seed(0)
+    ops = [torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1), torch.nn.Identity()]
+    mixed = MixedOp(ops)
+    x = torch.randn(2, 4, 8, 8)
+    w = torch.softmax(torch.randn(3), 0)
+    mixed.weights = w
+    expected = sum(wi * op(x) for wi, op in zip(w, ops))
+    assert torch.allclose(mixed(x), expected, atol=1e-6)
+    mixed.hard_index, mixed.hard_weight = 1, torch.tensor(1.0)
+    assert torch.allclose(mixed(x), ops[1](x))
+
+
+def test_expected_latency_of_one_hot_is_the_table_latency(space, table_path):
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    expected = ExpectedLatency(net, table)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        logits = net.masked_logits()
+        choice = (logits + torch.rand(logits.shape, generator=gen)).argmax(-1)
+        one_hot = torch.nn.functional.one_hot(choice, logits.shape[1]).float()
+        arch = net.derive(choice.tolist())
+        assert float(expected(one_hot)) == pytest.approx(table.predict(arch), rel=1e-5)
+
+
+def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    expected = ExpectedLatency(net, table)
+    start = expected(net.probabilities()).item()
+    opt = torch.optim.Adam([net.alpha], lr=0.1)
+    for _ in range(30):
+        loss = torch.log(expected(net.probabilities()) / (0.5 * start)) ** 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(expected(net.probabilities())) < 0.9 * start
+    # The most probable candidate at each position is no more expensive than the average one.
+    probs = net.probabilities().detach()
+    cost = expected.cost + expected.n_coef * expected.ops
+    for p in range(len(probs)):
+        valid = net.valid[p] > 0
+        assert cost[p, probs[p].argmax()] <= cost[p][valid].mean() + 1e-9
+
+
+def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path):
+    from nas.config import config_from_dict
+    from nas.engine import Engine, RunFolder
+
+    probe = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    target = round(float(ExpectedLatency(net, probe)(net.probabilities())) * 0.9, 4)
+    options = {"steps": 6, "batch_size": 4, "width": 0.5, "kinds": list(KINDS), "table": str(table_path),
+               "checkpoint_every": 2, "data": {"n_train": 16, "n_val": 8}}
+    cfg = config_from_dict({
+        "space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
+        "strategy": {"name": "darts", "options": options}, "budget": 1,
+        "objective": {"mode": "soft", "target_ms": target},
+        "evaluators": [{"name": "latency_table", "options": {"table": str(table_path)}}, "params_flops"]})
+    # Interrupt the supernet training after its first checkpoint...
+    strat = DartsStrategy(space, Objective(mode="soft", target_ms=target), seed=0,
+                          **{**options, "steps": 6, "checkpoint_path": str(tmp_path / "run" / "darts.pt")})
+    strat.options["steps"] = 2
+    strat.search()
+    ck = torch.load(tmp_path / "run" / "darts.pt", weights_only=False)
+    assert ck["state"]["step"] == 2
+    # ... then the engine resumes from it (the run folder's darts.pt) and finishes.
+    engine = Engine(cfg, tmp_path / "run", progress=False)
+    engine.folder.create(cfg)
+    engine._restore_strategy()
+    engine.run()
+    ck = torch.load(tmp_path / "run" / "darts.pt", weights_only=False)
+    assert ck["state"]["step"] == 6 and len(ck["state"]["history"]) == 6
+    records = RunFolder(tmp_path / "run").read()
+    assert len(records) == 1 and records[0].status == "ok" and records[0].metrics["latency_ms"] > 0
+    assert (tmp_path / "run" / "best" / "model.onnx").exists()
+    state = json.loads((tmp_path / "run" / "strategy.json").read_text())["state"]
+    assert abs(state["report"]["off_target"]) < 0.5 and state["report"]["derived_table_ms"] > 0
