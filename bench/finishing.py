@@ -54,21 +54,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def compare(r: dict, base: dict, threads: tuple[int, ...]) -> str:
+    """Speed-up (base latency / stage latency, > 1 is faster), mAP@.5 change and size ratio."""
+    speed = "  ".join(f"{t}T x{base[f'latency_ms@{t}t'] / r[f'latency_ms@{t}t']:.2f}" for t in threads)
+    return (f"{r['stage']:<16} vs {base['stage']:<8} speed-up {speed}   mAP@.5 {r['map50'] - base['map50']:+.3f}"
+            f"   size x{r['size_mb'] / base['size_mb']:.2f}")
+
+
 def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
-    """Each stage against the stage it was made from, and distill against train."""
+    """Each stage against the stage it was made from; distill against train (same steps
+    and initial weights); the kept int8 model against train (everything finishing adds)."""
     by_name = {r["stage"]: r for r in rows}
-    lines = []
-    for r in rows:
-        parent = by_name.get(r.get("parent"))
-        if parent is None or r["stage"] == "input":
-            continue
-        speed = "  ".join(f"{t}T x{parent[f'latency_ms@{t}t'] / r[f'latency_ms@{t}t']:.2f}" for t in threads)
-        lines.append(f"{r['stage']:<16} vs {parent['stage']:<8} speed {speed}   mAP@.5 {r['map50'] - parent['map50']:+.3f}"
-                     f"   size x{parent['size_mb'] / r['size_mb']:.2f} smaller")
+    lines = [compare(r, by_name[r["parent"]], threads) for r in rows if r.get("parent") in by_name]
     if "distill" in by_name and "train" in by_name:
-        d, t = by_name["distill"], by_name["train"]
-        lines.append(f"{'distill':<16} vs {'train':<8} mAP@.5 {d['map50'] - t['map50']:+.3f}   "
-                     f"mAP {d['map'] - t['map']:+.3f} (same steps and initial weights)")
+        lines.append(compare(by_name["distill"], by_name["train"], threads))
+    kept = [r for r in rows if "kept as int8/model.onnx" in r["note"]]
+    if kept and "train" in by_name:
+        lines.append(compare(kept[0], by_name["train"], threads) + "   (kept int8 model)")
     return lines
 
 

@@ -91,7 +91,7 @@ class LatencyTable:
         self.calibrated = bool(cal and "coef" in cal)
         self._coef = np.array(cal["coef"]) if self.calibrated else None
         self._kinds = cal["features"][:-2] if self.calibrated else kinds_of(table)
-        self._ms = {key: entry["median_ms"] for key, entry in table.ops.items()}
+        self._ms = {key: entry["ms"] for key, entry in table.ops.items()}
         self.predict = functools.lru_cache(maxsize=200_000)(self._predict)  # type: ignore[method-assign]
 
     @classmethod

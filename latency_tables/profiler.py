@@ -19,7 +19,7 @@ from search_spaces.ops import make_op
 
 from .fingerprint import machine_fingerprint, mismatches
 from .progress import progress_bar
-from .runtime import Timing, ort_session, time_session, to_onnx_bytes
+from .runtime import STATISTIC_QUANTILE, Timing, ort_session, time_session, to_onnx_bytes
 from .table import TableData, TableError
 
 SAVE_EVERY_S = 5.0
@@ -52,7 +52,8 @@ def new_header(space: SearchSpace, threads: int) -> dict:
 
     return {"space": space.name, "settings": space.settings(), "fingerprint": machine_fingerprint(threads),
             "opset": OPSET, "dtype": "float32", "batch": 1, "input_size": space.settings()["input_size"],
-            "statistic": "median of timed runs after warm-up; spread = interquartile range"}
+            "statistic": f"ms = {STATISTIC_QUANTILE:.0%} quantile of timed runs after warm-up (median_ms also kept); "
+                         "spread iqr_ms = interquartile range"}
 
 
 def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableData:
@@ -86,7 +87,7 @@ def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_m
     for spec in bar:
         t = measure_op(spec, threads)
         table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict, "input_shapes": [list(s) for s in spec.input_shapes],
-                               "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
+                               "ms": round(t.ms, 5), "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
         if time.monotonic() - last_save > SAVE_EVERY_S:
             table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
             table.save()
@@ -120,7 +121,7 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
     archs = calibration_architectures(space, n)
     for arch in progress_bar(iterable=[a for a in archs if a.to_json() not in measured], desc="calibration networks",
                              unit="net", disable=not progress):
-        measured[arch.to_json()] = round(measure_model(space, arch, threads).median_ms, 5)
+        measured[arch.to_json()] = round(measure_model(space, arch, threads).ms, 5)
         table.calibration = {**cal, "measured_ms": measured}
         table.save()
     table.calibration = {"measured_ms": measured, **fit_calibration(table, space, measured)}
@@ -128,5 +129,5 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
 
 
 def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True) -> np.ndarray:
-    return np.array([measure_model(space, a, threads).median_ms
+    return np.array([measure_model(space, a, threads).ms
                      for a in progress_bar(iterable=archs, desc=f"whole networks @{threads}", unit="net", disable=not progress)])

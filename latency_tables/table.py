@@ -7,7 +7,7 @@ File layout (schema 1)::
      "header": {"space": ..., "settings": {...}, "fingerprint": {...}, "opset": 17,
                 "dtype": "float32", "batch": 1, "input_size": 256, "statistic": "median"},
      "ops": {"<op key>": {"kind": ..., "params": {...}, "input_shapes": [[...]],
-                           "median_ms": ..., "iqr_ms": ..., "runs": ...}},
+                           "ms": ..., "median_ms": ..., "iqr_ms": ..., "runs": ...}},
      "calibration": {"features": [...], "coef": [...], "n_models": ..., ...} | null}
 
 Writes are atomic (temp file + rename), so an interrupted build never corrupts a table.
@@ -78,6 +78,6 @@ class TableData:
             if not isinstance(data.get(name), kind):
                 raise TableError(f"latency table {path}: field '{name}' is missing or not an object")
         for key, entry in data["ops"].items():
-            if not isinstance(entry, dict) or not isinstance(entry.get("median_ms"), (int, float)):
-                raise TableError(f"latency table {path}: entry 'ops.{key}' has no numeric 'median_ms'")
+            if not isinstance(entry, dict) or not isinstance(entry.get("ms"), (int, float)):
+                raise TableError(f"latency table {path}: entry 'ops.{key}' has no numeric 'ms'")
         return cls(data["header"], data["ops"], data.get("calibration"), path)

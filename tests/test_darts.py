@@ -30,7 +30,7 @@ def table_path(space, tmp_path_factory):
     data = TableData(profiler.new_header(space, 1))
     for key, spec in specs.items():
         t = profiler.measure_op(spec, 1)
-        data.ops[key] = {"kind": spec.kind, "params": spec.param_dict, "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "runs": t.runs}
+        data.ops[key] = {"kind": spec.kind, "params": spec.param_dict, "ms": t.ms, "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "runs": t.runs}
     path = tmp_path_factory.mktemp("darts") / "table.json"
     data.save(path)
     return path

@@ -50,8 +50,11 @@ def randomised(model, seed=0):
                 m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
                 m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.2)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.5)
         for head in model.heads:
-            head[-1].bias.zero_()
+            pred = head[-1]
+            pred.weight.copy_(torch.randn(pred.weight.shape, generator=g) * 3 / pred.in_channels ** 0.5)
+            pred.bias.zero_()
     return model.eval()
 
 
@@ -176,7 +179,7 @@ def test_distill_loss_trains_student_and_adapters_not_teacher(tiny, detector_spa
     targets = [{"boxes": torch.tensor([[4.0, 4.0, 30.0, 30.0]]), "labels": torch.tensor([1])}] * 2
     out = loss_fn(wrapper.train(), torch.rand(2, 3, 64, 64), targets)
     out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and all(float(out[k]) > 0 for k in ("kd_cls", "kd_box", "kd_feat"))
+    assert torch.isfinite(out["loss"]) and all(out[k].item() > 0 for k in ("kd_cls", "kd_box", "kd_feat"))
     assert all(a.weight.grad is not None for a in wrapper.adapters)
     assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
 
@@ -203,7 +206,7 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(tiny, tmp_path):
     for i in range(len(x)):
         ref = ort_session(fp32).run(None, {"images": x[i:i + 1]})
         got = session.run(None, {"images": x[i:i + 1]})
-        assert ref[0].std() > 0.01  # the comparison is not between constants
+        assert ref[0].std() > 0.05  # the comparison is not between constants
         assert np.abs(ref[0] - got[0]).max() < 0.1
         assert np.abs(ref[1] - got[1]).mean() < 2.0  # px, on a 64 px input
 

@@ -28,7 +28,7 @@ def test_table_round_trips_and_records_fingerprint(built):
     fp = loaded.header["fingerprint"]
     assert fp["threads"] == 1 and fp["runtime"] == "onnxruntime" and fp["cpu_model"]
     entry = next(iter(loaded.ops.values()))
-    assert entry["median_ms"] > 0 and entry["iqr_ms"] >= 0 and entry["runs"] >= 30
+    assert entry["ms"] > 0 and entry["iqr_ms"] >= 0 and entry["runs"] >= 30
     assert loaded.calibration["n_models"] >= 6 and len(loaded.calibration["coef"]) == len(loaded.calibration["features"])
 
 
@@ -57,7 +57,7 @@ def test_missing_op_names_key_and_command(built, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is corrupt"),
     ('{"schema": 99, "header": {}, "ops": {}}', "has schema 99"),
-    ('{"schema": 1, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'median_ms'"),
+    ('{"schema": 1, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'ms'"),
     ('[]', "has schema 'list'"),
 ])
 def test_corrupt_or_wrong_schema_file(tmp_path, content, message):
@@ -98,6 +98,6 @@ def test_predictor_close_to_measurement(built):
     archs = [space.from_sample({"depth": 2, "width": w, "kernel": k}) for w in (8, 16) for k in (3, 5)]
     for arch in archs:
         predicted = table.predict(arch)
-        measured = profiler.measure_model(space, arch, 1).median_ms
+        measured = profiler.measure_model(space, arch, 1).ms
         # Loose: these nets run in tens of microseconds, where timer noise is large.
         assert 0.4 < predicted / measured < 2.5, (arch.sample, predicted, measured)

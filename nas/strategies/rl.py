@@ -8,21 +8,29 @@ benchmark runs hundreds of searches). Each ask samples one choice per decision f
 ``softmax(logits[d])``; each tell does one REINFORCE step
 
     grad = A * d log pi(a) / d logits + entropy_weight * d H(pi) / d logits,
-    A = (reward - baseline) / running std,
+    A = r - baseline,   baseline <- decay * baseline + (1 - decay) * r,
 
-with ``baseline`` an exponential moving average of the rewards, and Adam ascends it.
-Dividing the advantage by a running standard deviation makes the step independent of the
-units of the reward (mAP in [0, 1], accuracy in %), so one learning rate fits all.
+and Adam ascends it.
+
+Reward shaping (``reward_shaping``): with ``"rank"`` (default) ``r`` is the reward's
+quantile among all rewards told so far, in [0, 1]. Raw accuracies have a long tail of
+broken networks (NAS-Bench-201: 10% accuracy next to 94%) whose huge negative
+advantages drown the small differences among good networks; the quantile is also
+independent of the reward's units (mAP in [0, 1], accuracy in %), so one learning rate
+fits every objective. (Rank-based fitness shaping as in natural evolution strategies;
+on NAS-Bench-201 it took REINFORCE from ~85 to ~55-65 evaluations to match random
+search at 150.) ``"std"`` uses the raw reward with the advantage divided by a running
+standard deviation instead.
 
 Reward: ``objective.score(metrics)``; in ``pareto`` mode the augmented Tchebycheff
 scalarisation with a weight drawn uniformly in [0, 1] at each tell, normalised by the
 running min/max of the values seen (the policy then spreads over the trade-offs).
 
-Duplicates: a factorised policy that concentrates keeps drawing networks it has already
-evaluated. With ``reuse_results`` (default), such a draw is not returned: the policy
-takes a REINFORCE step on the result it already has and draws again (up to
-``max_redraws`` times), so the budget goes to new networks while the policy still learns
-from every draw.
+Duplicates: a policy that concentrates keeps drawing networks it has already evaluated.
+With ``reuse_results`` (default) such a draw, or one of a failed or pending network, is
+not returned: the policy draws again (up to ``max_redraws`` times), so the budget goes to
+new networks. Re-drawn known results do not update the policy: repeating one sample many
+times would collapse it.
 
 An architecture told without having been asked (resume, user seeds) is learned from as
 if the policy had drawn it (an off-policy step; harmless at a few of them).
@@ -53,15 +61,18 @@ class ReinforceStrategy(Strategy):
     """REINFORCE over independent categoricals, one per decision.
 
     Options:
-      ``learning_rate`` (0.1): Adam step on the logits.
+      ``learning_rate`` (0.2): Adam step on the logits.
       ``baseline_decay`` (0.9): EMA factor of the reward baseline (and of the reward
-          variance used to normalise the advantage).
-      ``entropy_weight`` (0.0): entropy bonus; >0 slows the policy's concentration.
+          variance for ``reward_shaping="std"``).
+      ``entropy_weight`` (0.05): entropy bonus; keeps the policy from collapsing early.
+      ``reward_shaping`` ("rank"): "rank" or "std", see the module docstring.
       ``reuse_results`` (True) / ``max_redraws`` (100): see the module docstring.
+    Defaults tuned on NAS-Bench-201 (bench/strategies_nb201.py, seeds 0-99 and
+    2000-2299): lr in {0.02..0.4}, decay in {0.8, 0.9, 0.95}, entropy in {0, 0.05}.
     """
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
-                 learning_rate: float = 0.1, baseline_decay: float = 0.9, entropy_weight: float = 0.0,
+                 learning_rate: float = 0.2, baseline_decay: float = 0.9, entropy_weight: float = 0.05,
                  reward_shaping: str = "rank", reuse_results: bool = True, max_redraws: int = 100) -> None:
         super().__init__(space, objective, seed)
         if learning_rate <= 0 or not 0 <= baseline_decay < 1 or entropy_weight < 0 or max_redraws < 0:
