@@ -122,3 +122,84 @@ def test_scalarize_and_front():
     assert pareto_front([(1, 1), (1, 1), (0, 2), (0, 1)]) == [0, 1, 2]
     with pytest.raises(ValueError):
         p.scalarize(pts[0], 1.5, bounds)
+
+
+# ----- NAS-Bench-201 space --------------------------------------------------------------------
+def test_nasbench201_cell_strings_and_table(tmp_path):
+    from search_spaces.nasbench201 import NasBench201Space, NasBench201Table, cell_string, parse_cell_string
+
+    cell = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    ops = parse_cell_string(cell)
+    assert ops == ("nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "nor_conv_3x3", "skip_connect")
+    assert cell_string(ops) == cell
+    csv = tmp_path / "nb.csv"
+    csv.write_text(f"index,cell,cifar10_val,cifar10_test\n1,{cell},82.834,88.22\n")
+    space = NasBench201Space(table=str(csv))
+    arch = space.from_cell(cell)
+    assert space.cell(arch) == cell and space.validate(arch) is None
+    assert space.lookup(arch) == {"cifar10_val": 82.834, "cifar10_test": 88.22}
+    assert len(space.decisions()) == 6 and space.size() == 5 ** 6
+    with pytest.raises(KeyError, match="not in the NAS-Bench-201 table"):
+        space.lookup(space.from_cell(cell.replace("skip_connect~2", "none~2")))
+    with pytest.raises(ArchitectureError, match="needs 2 inputs"):
+        parse_cell_string("|none~0|+|none~0|+|none~0|none~1|none~2|")
+
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent.csv")):
+        NasBench201Table.load(tmp_path / "absent.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"index,cell,cifar10_val\n1,{cell},82.8\n")
+    with pytest.raises(ValueError, match="missing column 'cifar10_test'"):
+        NasBench201Table.load(bad)
+    bad.write_text(f"index,cell,cifar10_val,cifar10_test\n1,{cell},eighty,88.2\n")
+    with pytest.raises(ValueError, match="line 2, column 'cifar10_val'"):
+        NasBench201Table.load(bad)
+
+
+def test_nasbench201_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, search_spaces.nasbench201; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_benchmark_smoke(tmp_path, capsys):
+    from search_spaces.nasbench201 import DEFAULT_TABLE
+
+    if not DEFAULT_TABLE.is_file():
+        pytest.skip(f"NAS-Bench-201 table absent at {DEFAULT_TABLE}")
+    from bench.strategies_nb201 import main
+
+    out = tmp_path / "curves.png"
+    assert main(["--seeds", "2", "--budget", "12", "--strategies", "random,evolution,rl",
+                 "--workers", "1", "--out", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert [p.split("=")[0] for p in last.split()] == ["random", "evolution", "rl"], last
+    assert out.is_file()
+
+
+def test_benchmark_skips_without_table(tmp_path, capsys):
+    from bench.strategies_nb201 import main
+
+    assert main(["--table", str(tmp_path / "none.csv")]) == 0
+    assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["random", "evolution", "rl", "tpe"])
+def test_exhausted_tiny_space(name):
+    """On a 2-network space every strategy keeps answering (a duplicate or None)."""
+    from search_spaces.base import SearchSpace
+
+    class Tiny(SearchSpace):
+        name = "tiny_test"
+
+        def decisions(self):
+            return {"x": [0, 1]}
+
+    space = Tiny()
+    strategy = get_strategy(name, space, Objective(mode="accuracy"), seed=0, **({"max_redraws": 3} if name in ("rl", "tpe") else {}))
+    for _ in range(8):
+        arch = strategy.ask()
+        if arch is None:
+            break
+        strategy.tell(arch, {"map50": float(arch.sample["x"])})
