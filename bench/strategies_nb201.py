@@ -111,7 +111,8 @@ def plot(curves: dict[str, np.ndarray], out: Path, title: str) -> None:
         ax.plot(x, med, label=name)
         ax.fill_between(x, q1, q3, alpha=0.2)
     ax.set_xscale("log")
-    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_yscale("symlog", linthresh=0.1)  # regret can be exactly 0: no plain log axis
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("evaluations")
     ax.set_ylabel("test regret (accuracy %, median and IQR)")
     ax.set_title(title)
@@ -147,6 +148,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown strategies {unknown}; registered: {list_strategies()}")
     options = json.loads(args.options)
+    # A registered strategy may not fit a table benchmark (e.g. one that needs a latency
+    # target or a supernet): say so and leave it out, unless it was asked for by name.
+    probe_space = NasBench201Space(table=args.table)
+    for name in list(names):
+        try:
+            get_strategy(name, probe_space, OBJECTIVE, seed=0, **options.get(name, {}))
+        except Exception as exc:  # noqa: BLE001 -- any refusal: report it and move on
+            if args.strategies and name in args.strategies.split(","):
+                raise
+            print(f"skipping strategy {name!r}: {type(exc).__name__}: {exc}")
+            names.remove(name)
     seeds = list(range(args.seed_start, args.seed_start + args.seeds))
     budget = args.budget
 

@@ -14,7 +14,6 @@ the numbers that justify it against the plain sum.
 """
 from __future__ import annotations
 
-import functools
 import warnings
 from pathlib import Path
 
@@ -77,8 +76,8 @@ def fit_calibration(table: TableData, space: SearchSpace, measured: dict[str, fl
 class LatencyTable:
     """Predicts a network's latency (ms) on the table's machine and thread count.
 
-    ``predict(arch)`` is cached per architecture and costs one ``ops()`` walk plus dict
-    look-ups the first time. A missing op raises :class:`MissingOpError` naming the op
+    ``predict(arch)`` walks ``space.op_groups(arch)`` and caches each group's
+    contribution, so after warm-up a prediction is a few dict look-ups per group. A missing op raises :class:`MissingOpError` naming the op
     key and the command that measures it; there is never a made-up value.
     """
 
@@ -92,7 +91,7 @@ class LatencyTable:
         self._coef = np.array(cal["coef"]) if self.calibrated else None
         self._kinds = cal["features"][:-2] if self.calibrated else kinds_of(table)
         self._ms = {key: entry["ms"] for key, entry in table.ops.items()}
-        self.predict = functools.lru_cache(maxsize=200_000)(self._predict)  # type: ignore[method-assign]
+        self._group_cache: dict = {}
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None, threads: int | None = None) -> "LatencyTable":
@@ -141,10 +140,20 @@ class LatencyTable:
     def raw_sum(self, arch: Architecture) -> float:
         return float(sum(ms for _, ms in self.ops_ms(arch)))
 
-    def _predict(self, arch: Architecture) -> float:
-        if not self.calibrated:
-            return self.raw_sum(arch)
-        return float(self.features(arch) @ self._coef)
+    def predict(self, arch: Architecture) -> float:
+        """Predicted latency (ms) of ``arch`` on the table's machine and thread count."""
+        # The prediction is linear in per-op terms, so it is a sum of per-group
+        # contributions, each computed once per group key (see SearchSpace.op_groups).
+        coef = self.coef
+        total = coef[-1]  # intercept
+        cache = self._group_cache
+        for key, make in self.space.op_groups(arch):
+            part = cache.get(key)
+            if part is None:
+                f = op_features([(spec.kind, self.op_ms(spec)) for spec in make()], self._kinds)
+                part = cache[key] = float(f[:-1] @ np.asarray(coef[:-1]))
+            total += part
+        return float(total)
 
     def predict_many(self, archs) -> np.ndarray:
         return np.array([self.predict(a) for a in archs])

@@ -100,7 +100,10 @@ def config_from_dict(data: dict, where: str = "config") -> SearchConfig:
     cfg = _build(SearchConfig, data, where)
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise ConfigError(f"{where}: field 'budget' must be a positive integer, got {cfg.budget!r}")
-    cfg.make_objective()
+    try:
+        cfg.make_objective()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     return cfg
 
 

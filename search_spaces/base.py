@@ -184,6 +184,11 @@ class SearchSpace(ABC):
         """Every op of the built network with its input shapes, in execution order."""
         raise NotImplementedError(f"space {self.name!r} has no op list")
 
+    def op_groups(self, arch: Architecture, input_hw: tuple[int, int] | None = None):
+        """``ops()`` as ``[(key, make_specs)]`` groups, where ``key`` (hashable) determines
+        the specs ``make_specs()`` returns. Predictors cache per key. Default: one group."""
+        return [((self.name, arch.to_json(), input_hw), lambda: self.ops(arch, input_hw))]
+
     def enumerate_ops(self, input_hw: tuple[int, int] | None = None) -> list[OpSpec]:
         """Every distinct op any architecture of the space can produce (for tables)."""
         raise NotImplementedError(f"space {self.name!r} cannot enumerate its ops")

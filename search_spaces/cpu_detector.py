@@ -129,45 +129,68 @@ class CpuDetectorSpace(SearchSpace):
 
     # ----- the single walk -----------------------------------------------------------------
     def ops(self, arch: Architecture, input_hw: tuple[int, int] | None = None) -> list[OpSpec]:
+        return [spec for _, make in self.op_groups(arch, input_hw) for spec in make()]
+
+    def op_groups(self, arch: Architecture, input_hw: tuple[int, int] | None = None):
+        """The walk, as groups: the stem, one group per block, the neck with the head.
+
+        Each group's key holds everything its ops depend on, so the latency predictor
+        caches per group: a block's latency is looked up once per (position, input and
+        output width, choice), not once per architecture.
+        """
         self.validate(arch)
         s = arch.sample
         h, w = input_hw or (self.input_size, self.input_size)
-        specs = [OpSpec.make("conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act="hswish")]
+        groups = [(("stem", h, w), lambda h=h, w=w: [OpSpec.make(
+            "conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act="hswish")])]
         c, h, w = STEM_WIDTH, _down(h, 2), _down(w, 2)
-        features: dict[str, tuple[int, int, int]] = {}
+        features: list[tuple[int, int, int]] = []
         for st in STAGES:
-            cout = self.stage_width(arch, st)
+            cout = make_divisible(st.base_width * s[f"{st.name}.width"])
             for b in range(s[f"{st.name}.depth"]):
                 p = f"{st.name}.b{b}"
                 kind = s[f"{p}.kind"]
                 stride = st.stride if b == 0 else 1
-                params = {param: s[f"{p}.{param}"] for param in BLOCK_PARAMS[kind]}
-                specs.append(OpSpec.make(kind, [(1, c, h, w)], p, cout=cout, stride=stride, **params))
+                params = tuple((param, s[f"{p}.{param}"]) for param in BLOCK_PARAMS[kind])
+                groups.append(((kind, params, c, cout, h, w, stride), lambda kind=kind, params=params, c=c, h=h, w=w,
+                               p=p, cout=cout, stride=stride: [OpSpec.make(kind, [(1, c, h, w)], p, cout=cout,
+                                                                           stride=stride, **dict(params))]))
                 c, h, w = cout, _down(h, stride), _down(w, stride)
-            features[st.name] = (c, h, w)
+            if st.name in FEATURE_STAGES:
+                features.append((c, h, w))
+        return groups + self._neck_and_head_groups(s, features)
 
+    def _neck_and_head_groups(self, s, levels):
+        """Neck and head ops in small groups (few distinct keys each, so caching pays)."""
         nc, nk, depth = s["neck.channels"], s["neck.kernel"], s["neck.depth"]
-        levels = [features[name] for name in FEATURE_STAGES]
-        for i, (fc, fh, fw) in enumerate(levels):
-            specs.append(OpSpec.make("conv", [(1, fc, fh, fw)], f"neck.lateral{i}", cout=nc, kernel=1, stride=1, act=NECK_ACT))
+        hd, hk, classes = s["head.depth"], s["head.kernel"], self.num_classes
         hw = [(fh, fw) for _, fh, fw in levels]
-        for i in (1, 0):  # top-down: P5 -> P4 -> P3
-            specs.append(OpSpec.make("upsample_add", [(1, nc, *hw[i]), (1, nc, *hw[i + 1])], f"neck.td{i}"))
-        if s["neck.pan"]:
-            for i in (1, 2):  # bottom-up: N3 -> N4 -> N5
-                specs.append(OpSpec.make("down_add", [(1, nc, *hw[i]), (1, nc, *hw[i - 1])], f"neck.bu{i}", kernel=nk))
-        for i in range(3):
-            for b in range(depth):
-                specs.append(OpSpec.make("dsconv", [(1, nc, *hw[i])], f"neck.out{i}.b{b}",
-                                         cout=nc, stride=1, kernel=nk, se=False, act=NECK_ACT))
-        for i in range(3):
-            for b in range(s["head.depth"]):
-                specs.append(OpSpec.make("dsconv", [(1, nc, *hw[i])], f"head{i}.b{b}",
-                                         cout=nc, stride=1, kernel=s["head.kernel"], se=False, act=NECK_ACT))
-            specs.append(OpSpec.make("pred", [(1, nc, *hw[i])], f"head{i}.pred", num_classes=self.num_classes))
-        specs.append(OpSpec.make("decode", [(1, self.num_classes + 4, *hw[i]) for i in range(3)], "decode",
-                                 num_classes=self.num_classes, strides="-".join(map(str, LEVEL_STRIDES))))
-        return specs
+        groups = []
+        for i, (fc, fh, fw) in enumerate(levels):
+            groups.append((("lateral", i, fc, fh, fw, nc), lambda i=i, fc=fc, fh=fh, fw=fw: [OpSpec.make(
+                "conv", [(1, fc, fh, fw)], f"neck.lateral{i}", cout=nc, kernel=1, stride=1, act=NECK_ACT)]))
+
+        def merges():  # top-down P5 -> P4 -> P3, then bottom-up N3 -> N4 -> N5 (PAN)
+            specs = [OpSpec.make("upsample_add", [(1, nc, *hw[i]), (1, nc, *hw[i + 1])], f"neck.td{i}") for i in (1, 0)]
+            if s["neck.pan"]:
+                specs += [OpSpec.make("down_add", [(1, nc, *hw[i]), (1, nc, *hw[i - 1])], f"neck.bu{i}", kernel=nk)
+                          for i in (1, 2)]
+            return specs
+
+        def towers(prefix, n, kernel):
+            return [OpSpec.make("dsconv", [(1, nc, *hw[i])], prefix.format(i=i, b=b), cout=nc, stride=1,
+                                kernel=kernel, se=False, act=NECK_ACT) for i in range(3) for b in range(n)]
+
+        def outputs():
+            specs = [OpSpec.make("pred", [(1, nc, *hw[i])], f"head{i}.pred", num_classes=classes) for i in range(3)]
+            return specs + [OpSpec.make("decode", [(1, classes + 4, *hw[i]) for i in range(3)], "decode",
+                                        num_classes=classes, strides="-".join(map(str, LEVEL_STRIDES)))]
+
+        groups.append((("merges", tuple(hw), nc, s["neck.pan"], nk if s["neck.pan"] else None), merges))
+        groups.append((("neck_out", tuple(hw), nc, depth, nk), lambda: towers("neck.out{i}.b{b}", depth, nk)))
+        groups.append((("head", tuple(hw), nc, hd, hk), lambda: towers("head{i}.b{b}", hd, hk)))
+        groups.append((("outputs", tuple(hw), nc, classes), outputs))
+        return groups
 
     def build(self, arch: Architecture, input_hw: tuple[int, int] | None = None) -> "CpuDetector":
         """The detector. ``input_hw`` fixes the decode grid (default: the space's input size)."""

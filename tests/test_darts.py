@@ -95,7 +95,8 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
         "space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
         "strategy": {"name": "darts", "options": options}, "budget": 1,
         "objective": {"mode": "soft", "target_ms": target},
-        "evaluators": [{"name": "latency_table", "options": {"table": str(table_path)}}, "params_flops"]})
+        "evaluators": [{"name": "latency_table", "options": {"table": str(table_path)}}, "params_flops",
+                       {"name": "train_proxy", "options": {"steps": 2, "batch_size": 4, "data": {"n_train": 16, "n_val": 8}}}]})
     # Interrupt the supernet training after its first checkpoint...
     strat = DartsStrategy(space, Objective(mode="soft", target_ms=target), seed=0,
                           **{**options, "steps": 6, "checkpoint_path": str(tmp_path / "run" / "darts.pt")})

@@ -52,6 +52,11 @@ class Strategy(ABC):
     """
 
     name: str = ""
+    #: False for black-box strategies, which work on any space and objective mode through
+    #: ``decisions()``/``sample``/``mutate`` alone and must pass the conformance suite
+    #: (:mod:`nas.testing`). True for a strategy that trains a supernet of the space inside
+    #: ``ask`` (tied to spaces that build networks); the suite's test loop skips those.
+    gradient_based: bool = False
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0) -> None:
         self.space = space
@@ -120,6 +125,7 @@ _BUILTIN_MODULES = (
     "nas.strategies.evolution",
     "nas.strategies.rl",
     "nas.strategies.tpe",
+    "nas.strategies.darts",
 )
 
 

@@ -111,9 +111,11 @@ class TPEStrategy(Strategy):
         """Reuse a study already in the storage: its told trials become our history."""
         TrialState = self._optuna.trial.TrialState
         told = []
+        self._orphans = 0
         for t in self._study.get_trials(deepcopy=False):
             if t.state == TrialState.RUNNING:  # left by a process that died: never coming back
                 self._study.tell(t.number, state=TrialState.FAIL)
+                self._orphans += 1
             elif _TELL_INDEX in t.user_attrs:
                 told.append((t.user_attrs[_TELL_INDEX],
                              {"number": t.number, "params": dict(t.params), "result": t.user_attrs[_RESULT]}))
@@ -198,6 +200,16 @@ class TPEStrategy(Strategy):
         return {"n_asked": self._n_asked, "told": [dict(e, params=dict(e["params"])) for e in self._told]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if self._orphans and self.storage_path:
+            # The stored study has trials the state does not know (asked by a process
+            # that died before telling). Their numbers and FAIL states would change every
+            # later suggestion, so rebuild the study from the state: the resumed search
+            # then continues exactly like an uninterrupted one.
+            self._optuna.delete_study(study_name=self.study_name, storage=f"sqlite:///{self.storage_path}")
+            self._study = self._optuna.create_study(
+                storage=f"sqlite:///{self.storage_path}", sampler=self._sampler(0), study_name=self.study_name,
+                directions=[d.name.lower() for d in self._study.directions])
+            self._told, self._orphans = [], 0
         present = {e["number"] for e in self._told}  # already in a reused storage
         have = len(self._told)
         told = list(state["told"])
