@@ -107,21 +107,26 @@ def config_from_dict(data: dict, where: str = "config") -> SearchConfig:
     return cfg
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
-    """Read YAML (or start from defaults), apply ``overrides`` (dotted keys allowed)."""
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file; missing file, bad YAML or a non-mapping are ConfigErrors."""
     import yaml
 
-    data: dict = {}
-    where = "defaults"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist (see configs/default.yaml for a commented example)")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (see configs/default.yaml for a commented example)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
+    """Read YAML (or start from defaults), apply ``overrides`` (dotted keys allowed)."""
+    data: dict = read_yaml(path) if path is not None else {}
+    where = str(path) if path is not None else "defaults"
     for key, value in (overrides or {}).items():
         if value is None:
             continue

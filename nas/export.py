@@ -34,14 +34,19 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: Architecture
     tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def read_torch_file(path: str | Path):
+    """``torch.load`` with the errors a user can act on (missing or unreadable file)."""
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # torch raises many types for a corrupt file
         raise ExportError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); is it a file written by this tool?") from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    payload = read_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT or "state_dict" not in payload:
         raise ExportError(f"checkpoint {path} is not a checkpoint of format {CHECKPOINT_FORMAT} (keys: format, arch, settings, state_dict)")
     payload["arch"] = Architecture.from_dict(payload["arch"])

@@ -132,17 +132,8 @@ def finish_config(data: dict | None, base: FinishConfig = FinishConfig(), where:
 
 def load_finish_config(path: str | Path | None, base: FinishConfig = FinishConfig()) -> FinishConfig:
     """Read a finishing YAML on top of ``base`` (``path`` None: ``base`` itself)."""
-    import yaml
+    from nas.config import read_yaml
 
     if path is None:
         return base
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return finish_config(data, base, str(path))
+    return finish_config(read_yaml(path), base, str(path))

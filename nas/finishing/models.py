@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nas.export import CHECKPOINT_FORMAT, ExportError, export_onnx, save_checkpoint
+from nas.export import CHECKPOINT_FORMAT, ExportError, export_onnx, read_torch_file, save_checkpoint
 from search_spaces import Architecture, SearchSpace, get_space
 
 MODULE_FORMAT = "nas-module-1"
@@ -50,12 +50,7 @@ def save_model(path: str | Path, model: torch.nn.Module, arch: Architecture, spa
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Architecture, SearchSpace]:
     """(model in eval mode, the architecture it is or derives from, its space) from either format."""
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise ExportError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    payload = read_torch_file(path)
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if fmt not in (CHECKPOINT_FORMAT, MODULE_FORMAT):
         raise ExportError(f"{path} is neither an architecture checkpoint (format {CHECKPOINT_FORMAT}) "
