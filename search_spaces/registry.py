@@ -20,7 +20,7 @@ _SPACES: dict[str, type[SearchSpace]] = {}
 _entry_points_loaded = False
 # In-tree spaces, imported on first look-up so that `import search_spaces` stays light
 # (the detector space imports torch) and works without the package being installed.
-_BUILTIN_MODULES = ("search_spaces.cpu_detector",)
+_BUILTIN_MODULES = ("search_spaces.cpu_detector", "search_spaces.nasbench201")
 
 
 def register_space(name: str) -> Callable[[type[SearchSpace]], type[SearchSpace]]:
