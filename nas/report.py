@@ -92,7 +92,7 @@ def plot_front(engine, path: Path) -> None:
             ax.annotate(name, (m[obj.latency], m[obj.accuracy]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if obj.target_ms:
         ax.axvline(obj.target_ms, ls="--", c="#edae49", label=f"target {obj.target_ms} ms")
-    ax.set_xlabel(f"{obj.latency} (onnxruntime, CPU)")
+    ax.set_xlabel(obj.latency)
     ax.set_ylabel(obj.accuracy)
     ax.set_title(f"{engine.space.name}: {len(done)} evaluated trials")
     ax.legend(fontsize=8)

@@ -142,3 +142,14 @@ def test_config_errors_name_the_field(data, message):
     with pytest.raises(ConfigError) as err:
         config_from_dict(data, "my.yaml")
     assert message in str(err.value) and "my.yaml" in str(err.value)
+
+
+def test_report_command_rerenders(tmp_path):
+    from nas.cli import main
+
+    Engine.new(make_cfg(budget=6), tmp_path / "run", progress=False).run()
+    for name in ("report.md", "pareto.png", "pareto.json"):
+        (tmp_path / "run" / name).unlink()
+    assert main(["report", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "pareto.png").exists()
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
