@@ -147,7 +147,7 @@ def test_config_errors_name_the_field(data, message):
 def test_report_command_rerenders(tmp_path):
     from nas.cli import main
 
-    Engine.new(make_cfg(budget=6), tmp_path / "run", progress=False).run()
+    Engine.new(make_cfg(budget=6, mode="soft"), tmp_path / "run", progress=False).run()
     for name in ("report.md", "pareto.png", "pareto.json"):
         (tmp_path / "run" / name).unlink()
     assert main(["report", str(tmp_path / "run")]) == 0
