@@ -20,11 +20,11 @@ group ``nas.evaluators``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
 from typing import Callable, Mapping
 
 from search_spaces import Architecture, SearchSpace
 from search_spaces.errors import InputError
+from search_spaces.plugins import load_plugins
 
 COST_TIERS = ("table", "measure", "train")
 ENTRY_POINT_GROUP = "nas.evaluators"
@@ -58,18 +58,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    import importlib
-
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()
-        if ep.name not in _EVALUATORS:
-            register_evaluator(ep.name)(cls)
+    load_plugins(_BUILTIN_MODULES, ENTRY_POINT_GROUP, _EVALUATORS, register_evaluator)
 
 
 def list_evaluators() -> list[str]:

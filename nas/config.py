@@ -72,14 +72,25 @@ class SearchConfig:
 _NESTED = {"space": SpaceConfig, "strategy": StrategyConfig, "runner": RunnerConfig}
 
 
-def _build(cls, data: Any, where: str):
+def build_dataclass(cls, data: Any, where: str, base=None):
+    """``cls`` from a mapping, on top of ``base``; unknown fields and bad values name ``where``."""
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(names)}")
-    return cls(**data)
+    # YAML lists arrive as lists; the frozen configs hold tuples (hashable, immutable).
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return dataclasses.replace(base, **data) if base is not None else cls(**data)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+_build = build_dataclass
 
 
 def config_from_dict(data: dict, where: str = "config") -> SearchConfig:

@@ -9,7 +9,6 @@ A third-party package adds a space without touching this repository by declaring
 """
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Callable
 
 from .architecture import Architecture, ArchitectureError
@@ -42,14 +41,9 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    import importlib
+    from .plugins import load_plugins
 
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()  # importing the module runs its @register_space
-        if ep.name not in _SPACES:
-            register_space(ep.name)(cls)
+    load_plugins(_BUILTIN_MODULES, ENTRY_POINT_GROUP, _SPACES, register_space)
 
 
 def list_spaces() -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from evaluators.data import DataConfig
 from evaluators.trainer import TrainConfig
-from nas.config import ConfigError
+from nas.config import ConfigError, build_dataclass
 
 DEFAULT_PASSES = ("train", "distill", "prune", "int8")
 # Finishing trains longer than a search's proxy: 4x its default 300 steps.
@@ -72,22 +72,7 @@ class FinishConfig:
                 **{name: dataclasses.asdict(self.options(name)) for name in self.passes if self.options(name) is not None}}
 
 
-def _build(cls, data: Any, where: str, base=None):
-    """``cls`` from a mapping, on top of ``base``; unknown fields and bad values name ``where``."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(names)}")
-    # YAML lists arrive as lists; the frozen configs hold tuples (hashable, immutable).
-    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    try:
-        return dataclasses.replace(base, **data) if base is not None else cls(**data)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+_build = build_dataclass
 
 
 def parse_passes(value, where: str = "passes") -> tuple[str, ...]:

@@ -5,14 +5,13 @@ the engine owns the loop, the budget, the evaluators and the run folder.
 """
 from __future__ import annotations
 
-import importlib
 import random
 from abc import ABC, abstractmethod
-from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Union
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
+from search_spaces.plugins import load_plugins
 
 from ..objectives import Failure, Metrics, Objective
 
@@ -156,12 +155,7 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        cls = ep.load()  # importing the module runs its @register_strategy, if it has one
-        if ep.name not in _STRATEGIES:
-            register_strategy(ep.name)(cls)
+    load_plugins(_BUILTIN_MODULES, ENTRY_POINT_GROUP, _STRATEGIES, register_strategy)
 
 
 def list_strategies() -> list[str]:
