@@ -54,6 +54,7 @@ class SearchConfig:
     objective: dict = field(default_factory=lambda: {"mode": "constrained", "target_ms": 10.0})
     evaluators: tuple = (EvaluatorConfig("latency_table"), EvaluatorConfig("params_flops"), EvaluatorConfig("train_proxy"))
     budget: int = 20                                    # trials evaluated (duplicates not counted)
+    time_budget_s: float | None = None                  # also stop asking after this much search wall-clock (summed over resumes)
     seed: int = 0
     references: tuple = ()                              # reference architectures evaluated too, for the report
     imports: tuple = ()                                 # plugin modules imported first (also in Ray workers)
@@ -137,7 +138,14 @@ def read_yaml(path: str | Path) -> dict:
 def load_config(path: str | Path | None, overrides: dict | None = None) -> SearchConfig:
     """Read YAML (or start from defaults), apply ``overrides`` (dotted keys allowed)."""
     data: dict = read_yaml(path) if path is not None else {}
-    where = str(path) if path is not None else "defaults"
+    return config_from_dict(apply_overrides(data, overrides), str(path) if path is not None else "defaults")
+
+
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """A copy of the config mapping ``data`` with ``{"dotted.key": value}`` set (None skipped)."""
+    import copy
+
+    data = copy.deepcopy(data)
     for key, value in (overrides or {}).items():
         if value is None:
             continue
@@ -146,7 +154,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Searc
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
-    return config_from_dict(data, where)
+    return data
 
 
 def save_config(cfg: SearchConfig, path: Path) -> None:

@@ -50,6 +50,7 @@ class TrialRecord:
     seconds: float = 0.0
     worker: str = ""
     reference: str | None = None
+    elapsed: float = 0.0             # search wall-clock (summed over resumes) when it was recorded
 
     @property
     def result(self):
@@ -173,6 +174,7 @@ class Engine:
         self.by_id: dict[str, TrialRecord] = {}
         self.strategy = None
         self._evaluators: list[Evaluator] | None = None
+        self._session_start, self._elapsed_before = time.monotonic(), 0.0
 
     # ----- construction -----------------------------------------------------------------
     @classmethod
@@ -217,6 +219,8 @@ class Engine:
     def _restore_strategy(self) -> None:
         """Strategy state from the checkpoint if it matches the log, else by replay."""
         self.records = self.folder.read()
+        self._session_start = time.monotonic()
+        self._elapsed_before = max((r.elapsed for r in self.records), default=0.0)
         search = [r for r in self.records if r.reference is None]
         for r in self.records:
             if r.status != "duplicate":
@@ -243,7 +247,16 @@ class Engine:
     def n_evaluated(self) -> int:
         return sum(1 for r in self.records if r.reference is None and r.status != "duplicate")
 
+    def elapsed(self) -> float:
+        """Search wall-clock so far: this session's plus what the log says earlier ones took."""
+        return self._elapsed_before + time.monotonic() - self._session_start
+
+    def out_of_time(self) -> bool:
+        """True once ``time_budget_s`` is set and spent: runners stop asking for more."""
+        return self.cfg.time_budget_s is not None and self.elapsed() >= self.cfg.time_budget_s
+
     def record(self, record: TrialRecord) -> None:
+        record.elapsed = round(self.elapsed(), 3)
         self.folder.append(record)
         self.records.append(record)
         if record.status != "duplicate":

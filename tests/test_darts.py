@@ -116,3 +116,46 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
     assert (tmp_path / "run" / "best" / "model.onnx").exists()
     state = json.loads((tmp_path / "run" / "strategy.json").read_text())["state"]
     assert abs(state["report"]["off_target"]) < 0.5 and state["report"]["derived_table_ms"] > 0
+    # The derivation was checked against onnxruntime and the closest measurement kept.
+    measured = state["report"]["measurements"]
+    assert measured and state["report"]["measured_ms"] == min((m["measured_ms"] for m in measured),
+                                                              key=lambda ms: abs(ms / target - 1))
+
+
+def test_auto_width_puts_the_target_nearest_the_middle_of_its_range():
+    from nas.strategies.darts import choose_width
+
+    space = get_space("cpu_detector")  # the committed table's settings
+    table = LatencyTable.default(space, 1)
+    _, ranges = choose_width(space, table, 3.0, DEFAULT_FIXED, KINDS)
+    assert set(ranges) == {"0.5", "0.75", "1.0"} and all(0 < lo < hi for lo, hi in ranges.values())
+    for width, (lo, hi) in ranges.items():  # a range's own log-middle picks that range's width
+        assert choose_width(space, table, (lo * hi) ** 0.5, DEFAULT_FIXED, KINDS)[0] == float(width)
+    with pytest.raises(Exception, match="width"):
+        DartsStrategy(space, Objective(mode="soft", target_ms=1.0), width=0.6)
+
+
+@pytest.mark.ray
+def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_path):
+    ray = pytest.importorskip("ray")
+    from nas.sweep import Sweep, grid
+
+    probe = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    mid = float(ExpectedLatency(net, probe)(net.probabilities()))
+    targets = [round(mid * 0.8, 3), round(mid * 1.1, 3)]
+    base = {"space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
+            "strategy": {"name": "darts", "options": {"steps": 4, "batch_size": 4, "width": 0.5, "kinds": list(KINDS),
+                                                      "table": str(table_path), "data": {"n_train": 16, "n_val": 8}}},
+            "budget": 1, "objective": {"mode": "soft"},
+            "evaluators": [{"name": "latency_table", "options": {"table": str(table_path)}}, "params_flops"]}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        rows = Sweep.new(tmp_path / "sw", base, grid(targets)).run("ray", max_concurrent=2, cpus_per_trial=1)
+    finally:
+        ray.shutdown()
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for row, target in zip(rows, targets):
+        state = json.loads((tmp_path / "sw" / row["variant"] / "strategy.json").read_text())["state"]
+        assert state["report"]["target_ms"] == target and row["derived_measured_ms"] > 0
+        assert (tmp_path / "sw" / row["variant"] / "report.md").exists() and row["trials"] == 1

@@ -153,3 +153,17 @@ def test_report_command_rerenders(tmp_path):
     assert main(["report", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "pareto.png").exists()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_time_budget_stops_the_search_and_counts_across_resume(tmp_path):
+    cfg = config_from_dict({"space": {"name": "toy"}, "strategy": {"name": "random"}, "budget": 100, "seed": 3,
+                            "time_budget_s": 0.5, "imports": ["nas.testing.fake_evaluators"],
+                            "evaluators": ["toy_latency", {"name": "toy_accuracy", "options": {"sleep_s": 0.1}}],
+                            "objective": {"mode": "soft", "target_ms": 10.0}})
+    Engine.new(cfg, tmp_path / "run", progress=False).run()
+    records = RunFolder(tmp_path / "run").read()
+    assert 3 <= len(records) <= 7                      # ~0.5 s of 0.1 s trials, not the budget of 100
+    assert records[-1].elapsed >= 0.4 and all(a.elapsed <= b.elapsed for a, b in zip(records, records[1:]))
+    # The spent time is in the log, so a resumed run knows the budget is gone.
+    Engine.resume(tmp_path / "run", progress=False).run()
+    assert len(RunFolder(tmp_path / "run").read()) == len(records)

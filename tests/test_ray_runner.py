@@ -57,3 +57,17 @@ def test_dead_worker_is_recorded_as_failed(cluster, tmp_path):
     assert died and all(r.status == "failed" and "errored" in r.error for r in died)
     assert all(r.status != "failed" for r in records if r.arch["sample"]["width"] != 64)
     json.loads((run / "pareto.json").read_text())
+
+
+def test_sweep_runs_variants_as_parallel_ray_trials(cluster, tmp_path):
+    from nas.sweep import Sweep, grid
+
+    base = {"space": {"name": "toy"}, "strategy": {"name": "random"}, "budget": 4,
+            "imports": ["nas.testing.fake_evaluators"],
+            "evaluators": ["toy_latency", {"name": "toy_accuracy", "options": {"sleep_s": 0.2}}],
+            "objective": {"mode": "soft", "target_ms": 10.0}}
+    rows = Sweep.new(tmp_path / "sw", base, grid([8.0, 12.0])).run("ray", max_concurrent=2, cpus_per_trial=1)
+    assert [r["status"] for r in rows] == ["done", "done"] and [r["trials"] for r in rows] == [4, 4]
+    workers = {RunFolder(tmp_path / "sw" / r["variant"]).read()[0].worker for r in rows}
+    assert len(workers) == 2                            # each variant ran in its own worker process
+    assert (tmp_path / "sw" / "sweep.md").exists() and (tmp_path / "sw" / "t8" / "report.md").exists()

@@ -51,3 +51,54 @@ def report(args):
     engine = Engine(RunFolder(args.run).config(), args.run, progress=False)
     engine.records = engine.folder.read()
     print(f"wrote {write_report(engine)}")
+
+
+def _number_list(text: str | None, flag: str, kind=float) -> list | None:
+    if text is None:
+        return None
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} expects comma-separated {'numbers' if kind is float else 'integers'}, got {text!r}") from None
+    if not values:
+        raise UsageError(f"{flag} is empty")
+    return values
+
+
+@command("sweep", help="run several searches side by side (latency targets x seeds), e.g. DARTS per target on Ray")
+@arg("--config", default=None, help="YAML config shared by every variant")
+@arg("--strategy", default=None, help="override strategy.name (e.g. darts)")
+@arg("--budget", type=int, default=None, help="override each variant's trial budget")
+@arg("--targets", default=None, help="comma-separated latency targets in ms, one search each (e.g. 2.3,3.6,5.9)")
+@arg("--seeds", default=None, help="comma-separated seeds, one search each (crossed with --targets)")
+@arg("--runner", choices=["local", "ray"], default=None, help="ray: variants in parallel (default: the config's runner)")
+@arg("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
+@arg("--max-concurrent", type=int, default=None, help="variants in flight on Ray (default: the config's runner)")
+@arg("--cpus-per-trial", type=float, default=None, help="CPUs per variant on Ray (default: the config's runner)")
+@arg("--out", default=None, help="sweep folder to create; each variant gets a sub-folder")
+@arg("--resume", default=None, metavar="SWEEP", help="continue an interrupted sweep")
+@arg("--no-progress", action="store_true")
+def sweep(args):
+    from nas.config import apply_overrides, read_yaml
+    from nas.sweep import Sweep, format_rows, grid
+
+    if args.resume:
+        if args.config or args.strategy or args.budget or args.targets or args.seeds or args.out:
+            raise UsageError("--resume takes everything from the sweep folder; only the runner flags may be given")
+        sw = Sweep.resume(args.resume)
+    else:
+        if not args.out:
+            raise UsageError("--out is required (the sweep folder)")
+        if not args.targets and not args.seeds:
+            raise UsageError("give --targets and/or --seeds: the variants of the sweep")
+        base = apply_overrides(read_yaml(args.config) if args.config else {},
+                               {"strategy.name": args.strategy, "budget": args.budget})
+        sw = Sweep.new(args.out, base, grid(_number_list(args.targets, "--targets"),
+                                             _number_list(args.seeds, "--seeds", int)))
+    runner = dict(sw.base.get("runner") or {})
+    rows = sw.run(args.runner or runner.get("name", "local"), address=args.ray_address or runner.get("address"),
+                  max_concurrent=args.max_concurrent or runner.get("max_concurrent", 2),
+                  cpus_per_trial=args.cpus_per_trial or runner.get("cpus_per_trial", 1.0),
+                  max_failures=runner.get("max_failures", 1), progress=not args.no_progress)
+    print("\n" + format_rows(rows))
+    print(f"\nsweep folder: {sw.out}   summary: {sw.out / 'sweep.md'}")

@@ -15,6 +15,9 @@ def run_local(engine: Engine) -> None:
     with progress_bar(total=budget, initial=engine.n_evaluated, desc="search", disable=not engine.progress) as bar:
         _show_best(engine, bar)
         while engine.n_evaluated < budget:
+            if engine.out_of_time():
+                print(f"time budget of {engine.cfg.time_budget_s:.0f} s spent; stopping", file=sys.stderr)
+                break
             arch = engine.strategy.ask()
             if arch is None:
                 print("strategy has nothing more to propose; stopping early", file=sys.stderr)

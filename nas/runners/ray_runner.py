@@ -15,6 +15,7 @@ own experiment state is written under ``<run>/ray`` as well.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 
@@ -68,7 +69,7 @@ def _make_searcher_class():
             self.cfg_json = json.dumps(engine.cfg.to_dict(), sort_keys=True, default=list)
 
         def suggest(self, trial_id: str):
-            if self.remaining <= 0:
+            if self.remaining <= 0 or self.engine.out_of_time():
                 return Searcher.FINISHED
             streak = 0
             while True:
@@ -128,8 +129,24 @@ def _make_searcher_class():
     return StrategySearcher
 
 
-def run_ray(engine: Engine) -> None:
+@contextlib.contextmanager
+def ray_session(address: str | None):
+    """Connect to the cluster at ``address`` (or start a local one) unless Ray is already
+    initialised; shut down on exit only what was started here."""
     import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = {"address": address} if address else {"num_cpus": None}
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def run_ray(engine: Engine) -> None:
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -140,11 +157,7 @@ def run_ray(engine: Engine) -> None:
     remaining = engine.cfg.budget - engine.n_evaluated
     if remaining <= 0:
         return
-    started_here = not ray.is_initialized()
-    if started_here:
-        kwargs = {"address": rc.address} if rc.address else {"num_cpus": None}
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
-    try:
+    with ray_session(rc.address):
         searcher = ConcurrencyLimiter(_make_searcher_class()(engine, remaining), max_concurrent=rc.max_concurrent)
         trainable = tune.with_resources(_evaluate_in_worker, {"cpu": rc.cpus_per_trial})
         tuner = tune.Tuner(
@@ -154,6 +167,3 @@ def run_ray(engine: Engine) -> None:
                                       failure_config=tune.FailureConfig(max_failures=rc.max_failures), verbose=0),
         )
         tuner.fit()
-    finally:
-        if started_here:
-            ray.shutdown()

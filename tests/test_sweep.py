@@ -1,0 +1,72 @@
+"""``nas sweep``: a grid of searches in sub-folders, resumable, with a side-by-side
+summary (in process here; on Ray in test_ray_runner.py and test_darts.py)."""
+import json
+
+import pytest
+
+from nas.cli import main
+from nas.engine import RunFolder
+from nas.sweep import Sweep, grid
+
+BASE = {"space": {"name": "toy"}, "strategy": {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}},
+        "budget": 6, "imports": ["nas.testing.fake_evaluators"], "evaluators": ["toy_latency", "toy_accuracy"],
+        "objective": {"mode": "constrained", "target_ms": 10.0}}
+
+
+def test_grid_names_and_overrides():
+    names = [v.name for v in grid([2.5, 4.0], [0, 1])]
+    assert names == ["t2.5-s0", "t2.5-s1", "t4-s0", "t4-s1"]
+    assert grid([3.0])[0].overrides == {"objective.target_ms": 3.0, "seed": None}
+
+
+def test_local_sweep_runs_every_variant_and_resumes(tmp_path):
+    sw = Sweep.new(tmp_path / "sw", BASE, grid([15.0, 25.0], [0]))
+    rows = sw.run("local", progress=False)
+    assert [r["variant"] for r in rows] == ["t15-s0", "t25-s0"] and all(r["status"] == "done" for r in rows)
+    for row, target in zip(rows, (15.0, 25.0)):
+        cfg = RunFolder(tmp_path / "sw" / row["variant"]).config()
+        assert cfg.objective["target_ms"] == target and row["trials"] == 6
+        assert row["latency_ms"] <= target             # constrained: the best respects its own target
+    assert "| t15-s0 | 15 | done |" in (tmp_path / "sw" / "sweep.md").read_text()
+    # Resuming a finished sweep re-runs nothing.
+    before = (tmp_path / "sw" / "t15-s0" / "trials.jsonl").read_text()
+    Sweep.resume(tmp_path / "sw").run("local", progress=False)
+    assert (tmp_path / "sw" / "t15-s0" / "trials.jsonl").read_text() == before
+
+
+def test_interrupted_variant_is_completed_on_resume(tmp_path):
+    sw = Sweep.new(tmp_path / "sw", BASE, grid([6.0], [0, 1]))
+    from nas.sweep import run_variant
+
+    # Variant s0 ran partly (budget 3 of 6), s1 never started.
+    run_variant({**BASE, "budget": 3}, sw.variants[0].overrides, tmp_path / "sw" / "t6-s0")
+    cfg_path = tmp_path / "sw" / "t6-s0" / "config.yaml"
+    cfg_path.write_text(cfg_path.read_text().replace("budget: 3", "budget: 6"))
+    (tmp_path / "sw" / "t6-s0" / "report.md").unlink()  # it had not finished
+    first = (tmp_path / "sw" / "t6-s0" / "trials.jsonl").read_text().splitlines()
+    rows = Sweep.resume(tmp_path / "sw").run("local", progress=False)
+    assert [r["trials"] for r in rows] == [6, 6]
+    after = (tmp_path / "sw" / "t6-s0" / "trials.jsonl").read_text().splitlines()
+    assert after[:len(first)] == first                # the finished trials were kept, not re-run
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--out", "X"], "give --targets"),
+    (["sweep", "--targets", "2,x", "--out", "X"], "--targets expects comma-separated numbers"),
+    (["sweep", "--targets", "2"], "--out is required"),
+    (["sweep", "--resume", "nowhere"], "not a sweep folder"),
+])
+def test_sweep_usage_errors_exit_2(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_sweep_cli_writes_summary(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(BASE))  # JSON is YAML
+    assert main(["sweep", "--config", str(config), "--targets", "15,25", "--out", str(tmp_path / "sw"),
+                 "--runner", "local", "--no-progress"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "| t25 | 25 | done |" in out and (tmp_path / "sw" / "t15" / "best" / "arch.json").exists()
