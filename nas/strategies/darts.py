@@ -253,7 +253,7 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 2, checkpoint_path: str | None = None, checkpoint_every: int = 25,
+                 measure_rounds: int = 4, checkpoint_path: str | None = None, checkpoint_every: int = 25,
                  progress: bool = True):
         super().__init__(space, objective, seed)
         if objective.target_ms is None:
@@ -353,7 +353,7 @@ class DartsStrategy(Strategy):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 10.0)
             w_opt.step()
-            lat = float(expected(net.probabilities()))
+            lat = float(expected(net.probabilities().detach()))
             if step >= warmup:  # architecture step on the held-out half
                 net.set_hard(gen, tau)
                 images, targets = _batch(train_data, rng.choice(a_idx, o["batch_size"], replace=False), cfg, rng)
@@ -367,9 +367,9 @@ class DartsStrategy(Strategy):
                 # Raise lam while the expectation is off target, relax it once it is close.
                 state["lam"] = state["lam"] * (1.05 if abs(lat / target - 1) > 0.05 else 0.98)
             state["step"] = step + 1
-            state["history"].append([round(float(loss), 4), round(lat, 4)])
+            state["history"].append([round(loss.item(), 4), round(lat, 4)])
             bar.update(1)
-            bar.set_postfix_str(f"loss {float(loss):.3f} E[lat] {lat:.2f}/{target:.2f} ms")
+            bar.set_postfix_str(f"loss {loss.item():.3f} E[lat] {lat:.2f}/{target:.2f} ms")
             if self.checkpoint_path and (state["step"] % self.checkpoint_every == 0 or state["step"] == o["steps"]):
                 self._save(net, w_opt, a_opt, gen, rng, state)
         bar.close()
@@ -385,10 +385,11 @@ class DartsStrategy(Strategy):
         return arch, report
 
     def derive_measured(self, net: DartsSupernet, table, target: float) -> tuple[Architecture, list[dict]]:
-        """Derive against the table; then, ``measure_rounds`` times, time the derived
-        network under onnxruntime and re-derive against a table target scaled by the
-        measured/table ratio while the measurement misses the target by more than 5%.
-        Returns the architecture measured closest to the target and the measurements."""
+        """Derive against the table; then, up to ``measure_rounds`` times, time the derived
+        network under onnxruntime and, while it misses the target by more than 5%,
+        re-derive against the target divided by the measured/table ratio (geometric mean
+        over the networks timed so far, which damps timing noise and the per-network
+        error of the table). Returns the network measured closest to the target."""
         from latency_tables.profiler import measure_model
 
         table_target, tried = target, []
@@ -399,7 +400,8 @@ class DartsStrategy(Strategy):
                           "measured_ms": ms})
             if abs(ms / target - 1) <= 0.05:
                 break
-            table_target = table_target * target / ms
+            ratio = math.exp(np.mean([math.log(t["measured_ms"] / t["table_ms"]) for t in tried]))
+            table_target = target / ratio
             arch = net.derive(self.derive_choices(net, table, table_target))
             if any(t["arch"] == arch.to_dict() for t in tried):
                 break
@@ -408,20 +410,21 @@ class DartsStrategy(Strategy):
         return arch, [{k: v for k, v in t.items() if k != "arch"} for t in tried]
 
     def derive_choices(self, net: DartsSupernet, table, target: float) -> list[int]:
-        """Argmax per position, then greedy moves to the next most likely candidates while
-        they bring the table latency closer to the target."""
+        """Argmax per position, then greedy single-position moves while they bring the
+        table latency closer to the target (within 3%). A move may go to any candidate
+        whose probability is at least a tenth of its position's most likely one: the
+        learned distribution bounds where the derivation may go, the target picks."""
         probs = net.probabilities().detach()
         choices = [int(i) for i in probs.argmax(-1)]
+        plausible = [[c for c in range(probs.shape[1]) if probs[p, c] >= 0.1 * probs[p].max()]
+                     for p in range(len(choices))]
         best = abs(table.predict(net.derive(choices)) / target - 1)
         for _ in range(4 * len(choices)):
             if best < 0.03:
                 break
-            moves = []
-            for p in range(len(choices)):
-                for c in torch.argsort(probs[p], descending=True).tolist()[:6]:
-                    if c != choices[p] and probs[p, c] > 0:
-                        trial = choices[:p] + [c] + choices[p + 1:]
-                        moves.append((abs(table.predict(net.derive(trial)) / target - 1), -float(probs[p, c]), trial))
+            moves = [(abs(table.predict(net.derive(trial)) / target - 1), -float(probs[p, c]), trial)
+                     for p in range(len(choices)) for c in plausible[p] if c != choices[p]
+                     for trial in [choices[:p] + [c] + choices[p + 1:]]]
             if not moves:
                 break
             gap, _, trial = min(moves)

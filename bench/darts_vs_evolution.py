@@ -1,0 +1,150 @@
+"""DARTS against aging evolution at equal wall-clock, at three latency targets.
+
+The targets are the 10th, 50th and 90th percentiles of the 1-thread table latency of
+``--n-sample`` random architectures of the default space (printed, not typed in). Then:
+
+1. ``nas sweep``-style DARTS searches, one per target, run as Ray Tune trials (two at a
+   time, one CPU each): supernet training, derivation checked against onnxruntime,
+   and the derived network scored by ``train_proxy``.
+2. Aging-evolution searches at the same targets (hard latency limit on the table),
+   ``--evolution-seeds`` seeds each, given the wall-clock its target's DARTS search took
+   (``time_budget_s``), also two at a time, so both methods ran under the same load.
+   Both are held to the latency measured by onnxruntime during the search
+   (``measured_latency``): evolution as a hard limit, DARTS as the soft objective.
+3. On the then idle machine, every result's network is timed again under onnxruntime
+   at 1 thread (20th percentile of >= 0.5 s of runs).
+
+Printed: one row per search (method, target, seed, wall-clock, trials, mAP@.5 of its
+result, table and measured latency, measured off-target), then per target DARTS's
+mAP@.5 against evolution's range over seeds, and whether its measured latency is
+within +-10% of the target. Resumable: run again with the same ``--out``.
+
+Usage::
+
+    python bench/darts_vs_evolution.py                     # the recorded run
+    python bench/darts_vs_evolution.py --darts-steps 6 --train-steps 2 --n-train 16 \\
+        --n-val 8 --evolution-seeds 1 --out runs/bench-dve-smoke     # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a script from a clone without installing
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from latency_tables.predictor import LatencyTable  # noqa: E402
+from latency_tables.profiler import measure_model  # noqa: E402
+from nas.engine import RunFolder  # noqa: E402
+from nas.report import best_trial  # noqa: E402
+from nas.sweep import Sweep, Variant  # noqa: E402
+from search_spaces import Architecture, get_space  # noqa: E402
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--percentiles", default="10,50,90", help="targets: these percentiles of the table latency")
+    p.add_argument("--n-sample", type=int, default=2000, help="random architectures behind the percentiles")
+    p.add_argument("--darts-steps", type=int, default=300)
+    p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--n-train", type=int, default=256)
+    p.add_argument("--n-val", type=int, default=64)
+    p.add_argument("--evolution-seeds", type=int, default=2)
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "runs" / "bench-darts-vs-evolution"))
+    return p.parse_args(argv)
+
+
+def base_config(args, strategy: dict, mode: str) -> dict:
+    """Both methods are judged on the measured latency (the table drifts with the
+    machine's load): evolution as a hard limit (a candidate over it is rejected before
+    training), DARTS as MnasNet's soft objective (its derivation already aims at the
+    target; the result is scored either way)."""
+    data = {"n_train": args.n_train, "n_val": args.n_val}
+    return {"space": {"name": "cpu_detector"}, "strategy": strategy, "budget": 1000,
+            "objective": {"mode": mode, "target_ms": 1.0, "latency": "measured_latency_ms"},
+            "evaluators": [{"name": "latency_table", "options": {"threads": 1}}, "params_flops",
+                           {"name": "measured_latency", "options": {"threads": 1}},
+                           {"name": "train_proxy", "options": {"steps": args.train_steps, "batch_size": args.batch_size,
+                                                               "threads": 1, "data": data}}]}
+
+
+def sweep(out: Path, base: dict, variants: list[Variant], max_concurrent: int) -> list[dict]:
+    sw = Sweep.resume(out) if (out / "sweep.json").exists() else Sweep.new(out, base, variants)
+    return sw.run("ray", max_concurrent=max_concurrent, cpus_per_trial=1, progress=False)
+
+
+def result_arch(folder: Path) -> tuple[Architecture | None, dict]:
+    run = RunFolder(folder)
+    best = best_trial(run.read(), run.config().make_objective())
+    return (Architecture.from_dict(best.arch), best.metrics) if best is not None else (None, {})
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
+    space = get_space("cpu_detector")
+    table = LatencyTable.default(space, 1)
+    rng = random.Random(0)
+    lat = np.array([table.predict(space.sample(rng)) for _ in range(args.n_sample)])
+    pcts = [float(x) for x in args.percentiles.split(",")]
+    targets = [round(float(np.percentile(lat, q)), 2) for q in pcts]
+    print(f"targets (table latency percentiles {pcts} of {args.n_sample} random architectures, 1 thread): {targets} ms")
+    out = Path(args.out)
+
+    darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size, "width": "auto",
+                                          "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
+    darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": 1}) for t in targets]
+    darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.max_concurrent)
+    wall = {r["target_ms"]: r["wall_s"] for r in darts_rows}
+
+    evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
+    evo_variants = [Variant(f"t{t:g}-s{s}", {"objective.target_ms": t, "seed": s, "time_budget_s": wall[t]})
+                    for t in targets for s in range(args.evolution_seeds)]
+    evo_rows = sweep(out / "evolution", base_config(args, evo, "constrained"), evo_variants, args.max_concurrent)
+
+    rows = []
+    for method, sub, found in (("darts", "darts", darts_rows), ("evolution", "evolution", evo_rows)):
+        for r in found:
+            arch, metrics = result_arch(out / sub / r["variant"])
+            measured = measure_model(space, arch, 1, min_seconds=0.5).ms if arch is not None else float("nan")
+            rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
+                         "trials": r["trials"], "map50": metrics.get("map50", float("nan")),
+                         "table_ms": table.predict(arch) if arch is not None else float("nan"), "measured_ms": measured,
+                         "arch": space.to_string(arch) if arch is not None else "-"})
+    print(f"\n{'method':<10} {'target':>6} {'seed':>4} {'wall s':>7} {'trials':>6} {'mAP@.5':>7} {'table':>6} "
+          f"{'measured':>8} {'off':>7}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['target']:>6.2f} {r['seed']:>4} {r['wall_s']:>7.0f} {r['trials']:>6} "
+              f"{r['map50']:>7.3f} {r['table_ms']:>6.2f} {r['measured_ms']:>8.2f} {r['measured_ms'] / r['target'] - 1:>+7.1%}")
+    print()
+    verdicts = []
+    for t in targets:
+        d = next(r for r in rows if r["method"] == "darts" and r["target"] == t)
+        e = [r["map50"] for r in rows if r["method"] == "evolution" and r["target"] == t and np.isfinite(r["map50"])]
+        within = abs(d["measured_ms"] / t - 1) <= 0.10
+        lo, hi = (min(e), max(e)) if e else (float("nan"), float("nan"))
+        verdict = "better" if e and d["map50"] > hi else "within" if e and d["map50"] >= lo else "worse"
+        verdicts.append((within, verdict))
+        print(f"target {t:.2f} ms: DARTS mAP@.5 {d['map50']:.3f} vs evolution [{lo:.3f}, {hi:.3f}] ({verdict}); "
+              f"DARTS measured {d['measured_ms']:.2f} ms ({d['measured_ms'] / t - 1:+.1%}, "
+              f"{'within' if within else 'outside'} +-10%)")
+        print(f"  darts arch: {d['arch']}")
+    (out / "summary.json").write_text(json.dumps({"targets": targets, "rows": rows}, indent=1))
+    n_lat = sum(w for w, _ in verdicts)
+    n_acc = sum(v != "worse" for _, v in verdicts)
+    print(f"\nlatency within +-10%: {n_lat}/{len(targets)} targets; mAP within or above evolution's range: "
+          f"{n_acc}/{len(targets)} targets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
