@@ -1,7 +1,8 @@
 """What do the finishing passes buy on this CPU? train -> distill -> prune -> int8.
 
 One architecture of ``cpu_detector`` (``--arch``, default the search-space reference
-``pp_lcnet_like_w0.5``) goes through the four passes on the built-in generated dataset;
+``mobilenetv2_like_w1.0`` with a ReLU stem and neck, ``--fixed-act relu``) goes through
+the four passes on the built-in generated dataset;
 every stage is exported and measured as deployed (mAP of the ONNX file in onnxruntime,
 median latency at 1 and 2 threads, size, params, FLOPs). Printed: the command line, the
 table, then per stage the comparison with the stage it was made from (latency ratio =
@@ -10,11 +11,18 @@ same initial weights, only the loss differs).
 
 Artifacts (every stage's model.onnx / weights.pt, finish.md, finish.json) go to ``--out``.
 
+Why that default: onnxruntime has no int8 h-swish, so in an h-swish network every
+activation leaves int8 and comes back (DequantizeLinear, HardSigmoid, Mul,
+QuantizeLinear); and small depthwise-separable networks (``pp_lcnet_like``) are slower
+in int8 even without it (int8 depthwise kernels lose to the fp32 NCHWc ones here).
+Expansion-6 inverted residuals are pointwise-heavy, where VNNI pays. ``--fixed-act
+hswish --arch pp_lcnet_like_w0.5`` shows the other case.
+
 Usage::
 
     python bench/finishing.py                                   # 256 px, 1200 steps: the real run
     python bench/finishing.py --input-size 64 --n-train 16 --n-val 8 --steps 4 --batch-size 4 \\
-        --calibration-images 4 --min-runs 5 --min-seconds 0.05 --teacher-arch pp_lcnet_like_w0.5   # smoke run
+        --calibration-images 4 --min-runs 5 --min-seconds 0.05 --teacher-arch mobilenetv2_like_w0.5   # smoke run
 """
 from __future__ import annotations
 
@@ -35,10 +43,20 @@ from nas.finishing import finish, finish_config, format_table, load_source  # no
 from nas.finishing.config import DEFAULT_TRAIN  # noqa: E402
 
 
+# The default teacher: the student's MobileNetV2-like blocks with 5x5 kernels, a wider and
+# deeper neck and head (0.88 vs 0.70 GFLOPs, 1.65 vs 1.43 M params at 256 px; the space's
+# widths stop at 1.0, so a teacher cannot simply be wider).
+TEACHER = ("cpu_detector|s1x1.0:ir_k5_e6_re+ir_k5_e6_re|s2x1.0:ir_k5_e6_re+ir_k5_e6_re+ir_k5_e6_re"
+           "|s3x1.0:ir_k5_e6_re+ir_k5_e6_re+ir_k5_e6_re+ir_k5_e6_re|s4x1.0:ir_k5_e6_re+ir_k5_e6_re+ir_k5_e6_re"
+           "|s5x1.0:ir_k5_e6_re+ir_k5_e6_re+ir_k5_e6_re|neck:c96_d2_k5_pan|head:d3_k5")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="pp_lcnet_like_w0.5", help="architecture: reference name, compact string or JSON")
-    p.add_argument("--teacher-arch", default="mobilenetv2_like_w1.0", help="distillation teacher (trained first)")
+    p.add_argument("--arch", default="mobilenetv2_like_w1.0", help="architecture: reference name, compact string or JSON")
+    p.add_argument("--teacher-arch", default=TEACHER, help="distillation teacher (trained first)")
+    p.add_argument("--fixed-act", default="relu", choices=["relu", "hswish"], help="space setting: stem/neck activation")
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training (latency is measured at 1 and 2)")
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--n-train", type=int, default=512, help="generated training images")
     p.add_argument("--n-val", type=int, default=128, help="generated validation images")
@@ -76,9 +94,10 @@ def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
-    source, cfg = load_source(args.arch, settings={"input_size": args.input_size, "num_classes": 6})
+    settings = {"input_size": args.input_size, "num_classes": 6, **({"fixed_act": args.fixed_act} if args.fixed_act != "hswish" else {})}
+    source, cfg = load_source(args.arch, settings=settings)
     cfg = finish_config({
         "passes": ["train", "distill", "prune", "int8"],
         "data": dataclasses.asdict(DataConfig(n_train=args.n_train, n_val=args.n_val, seed=args.seed)),

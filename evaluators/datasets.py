@@ -330,8 +330,8 @@ def _read_coco(root: Path, split: str, ann_file: Path) -> _SplitData:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             problems.append(Problem("bad_annotation", f"{ann_file} field '{key}'",
-                                    f"missing or not a list; a COCO instances file needs "
-                                    f"'images', 'annotations' and 'categories'", split))
+                                    "missing or not a list; a COCO instances file needs "
+                                    "'images', 'annotations' and 'categories'", split))
     if problems:
         return _SplitData([], [], problems)
 

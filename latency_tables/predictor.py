@@ -35,8 +35,10 @@ _warned: set[str] = set()
 
 
 def default_table_path(space: SearchSpace, threads: int) -> Path:
-    s = space.settings()
-    return TABLES_DIR / f"{space.name}_{s.get('input_size')}px_{s.get('num_classes')}cls_{threads}t.json"
+    s = dict(space.settings())
+    size, classes = s.pop("input_size", None), s.pop("num_classes", None)
+    extra = "".join(f"_{k}-{v}" for k, v in sorted(s.items()))  # any other setting, e.g. _fixed_act-relu
+    return TABLES_DIR / f"{space.name}_{size}px_{classes}cls{extra}_{threads}t.json"
 
 
 def kinds_of(table: TableData) -> list[str]:

@@ -26,7 +26,6 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evaluators.base import Evaluator, by_cost, get_evaluator
 from search_spaces import Architecture, SearchSpace, get_space

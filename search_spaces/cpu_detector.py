@@ -44,7 +44,7 @@ STAGES = (
 FEATURE_STAGES = ("s2", "s4", "s5")
 LEVEL_STRIDES = (8, 16, 32)
 STEM_WIDTH = 16
-NECK_ACT = "hswish"
+FIXED_ACT = "hswish"  # default activation of the stem and neck (not searched)
 
 WIDTH_MULTS = (0.5, 0.75, 1.0)
 KERNELS = (3, 5)
@@ -64,13 +64,16 @@ def _down(n: int, stride: int) -> int:
 
 @register_space("cpu_detector")
 class CpuDetectorSpace(SearchSpace):
-    """The default detector space. Settings: ``num_classes`` and ``input_size``.
+    """The default detector space. Settings: ``num_classes``, ``input_size`` and
+    ``fixed_act``, the activation of the stem and neck (``hswish`` or ``relu``; ReLU
+    networks quantise better: onnxruntime has no int8 h-swish, see nas.finishing).
 
-    The defaults (6 classes, 256x256) match the built-in generated dataset and the
-    committed latency tables.
+    The defaults (6 classes, 256x256, h-swish) match the built-in generated dataset and
+    the committed latency tables.
     """
 
-    def __init__(self, num_classes: int = 6, input_size: int = 256, block_kinds: tuple[str, ...] = DEFAULT_BLOCK_KINDS):
+    def __init__(self, num_classes: int = 6, input_size: int = 256, block_kinds: tuple[str, ...] = DEFAULT_BLOCK_KINDS,
+                 fixed_act: str = FIXED_ACT):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if int(input_size) < 32 or int(input_size) % 32:
@@ -78,13 +81,19 @@ class CpuDetectorSpace(SearchSpace):
         unknown = [k for k in block_kinds if k not in BLOCK_PARAMS]
         if unknown:
             raise ValueError(f"unknown block kind(s) {unknown}; registered: {sorted(BLOCK_PARAMS)}")
+        if fixed_act not in ACTS:
+            raise ValueError(f"fixed_act must be one of {list(ACTS)}, got {fixed_act!r}")
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
         self.block_kinds = tuple(block_kinds)
+        self.fixed_act = fixed_act
         self._decisions = self._make_decisions()
 
     def settings(self):
-        return {"num_classes": self.num_classes, "input_size": self.input_size}
+        # fixed_act only when changed: tables, checkpoints and ONNX files written before
+        # the setting existed name the same space.
+        extra = {"fixed_act": self.fixed_act} if self.fixed_act != FIXED_ACT else {}
+        return {"num_classes": self.num_classes, "input_size": self.input_size, **extra}
 
     # ----- decisions ---------------------------------------------------------------------
     def _make_decisions(self) -> dict[str, list]:
@@ -142,7 +151,7 @@ class CpuDetectorSpace(SearchSpace):
         s = arch.sample
         h, w = input_hw or (self.input_size, self.input_size)
         groups = [(("stem", h, w), lambda h=h, w=w: [OpSpec.make(
-            "conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act="hswish")])]
+            "conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act=self.fixed_act)])]
         c, h, w = STEM_WIDTH, _down(h, 2), _down(w, 2)
         features: list[tuple[int, int, int]] = []
         for st in STAGES:
@@ -164,22 +173,24 @@ class CpuDetectorSpace(SearchSpace):
         """Neck and head ops in small groups (few distinct keys each, so caching pays)."""
         nc, nk, depth = s["neck.channels"], s["neck.kernel"], s["neck.depth"]
         hd, hk, classes = s["head.depth"], s["head.kernel"], self.num_classes
+        act = self.fixed_act
+        down_act = {} if act == FIXED_ACT else {"act": act}  # keeps the default's op keys as they were
         hw = [(fh, fw) for _, fh, fw in levels]
         groups = []
         for i, (fc, fh, fw) in enumerate(levels):
             groups.append((("lateral", i, fc, fh, fw, nc), lambda i=i, fc=fc, fh=fh, fw=fw: [OpSpec.make(
-                "conv", [(1, fc, fh, fw)], f"neck.lateral{i}", cout=nc, kernel=1, stride=1, act=NECK_ACT)]))
+                "conv", [(1, fc, fh, fw)], f"neck.lateral{i}", cout=nc, kernel=1, stride=1, act=act)]))
 
         def merges():  # top-down P5 -> P4 -> P3, then bottom-up N3 -> N4 -> N5 (PAN)
             specs = [OpSpec.make("upsample_add", [(1, nc, *hw[i]), (1, nc, *hw[i + 1])], f"neck.td{i}") for i in (1, 0)]
             if s["neck.pan"]:
-                specs += [OpSpec.make("down_add", [(1, nc, *hw[i]), (1, nc, *hw[i - 1])], f"neck.bu{i}", kernel=nk)
+                specs += [OpSpec.make("down_add", [(1, nc, *hw[i]), (1, nc, *hw[i - 1])], f"neck.bu{i}", kernel=nk, **down_act)
                           for i in (1, 2)]
             return specs
 
         def towers(prefix, n, kernel):
             return [OpSpec.make("dsconv", [(1, nc, *hw[i])], prefix.format(i=i, b=b), cout=nc, stride=1,
-                                kernel=kernel, se=False, act=NECK_ACT) for i in range(3) for b in range(n)]
+                                kernel=kernel, se=False, act=act) for i in range(3) for b in range(n)]
 
         def outputs():
             specs = [OpSpec.make("pred", [(1, nc, *hw[i])], f"head{i}.pred", num_classes=classes) for i in range(3)]

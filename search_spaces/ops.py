@@ -253,17 +253,17 @@ def _upsample_add(input_shapes):
 class DownAdd(nn.Module):
     """PAN bottom-up merge: strided dw conv of the fine map, added to the coarse one."""
 
-    def __init__(self, channels, kernel):
+    def __init__(self, channels, kernel, act="hswish"):
         super().__init__()
-        self.down = ConvBNAct(channels, channels, kernel, 2, groups=channels, act="hswish")
+        self.down = ConvBNAct(channels, channels, kernel, 2, groups=channels, act=act)
 
     def forward(self, coarse, fine):
         return coarse + self.down(fine)
 
 
 @register_op("down_add")
-def _down_add(input_shapes, kernel):
-    return DownAdd(_cin(input_shapes), kernel)
+def _down_add(input_shapes, kernel, act="hswish"):
+    return DownAdd(_cin(input_shapes), kernel, act)
 
 
 @register_op("pred")

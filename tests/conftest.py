@@ -17,3 +17,23 @@ def detector_space():
     from search_spaces import get_space
 
     return get_space("cpu_detector", num_classes=3, input_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_data3(tmp_path_factory):
+    """The generated dataset (16 train, 8 val, 64 px) in YOLO layout, cut to its first 3
+    classes so that it matches the 3-class ``detector_space``; a DataConfig over it."""
+    import yaml
+
+    from evaluators.data import DataConfig
+    from evaluators.synthetic import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth3")
+    yaml_path = write_synthetic(root, n_train=16, n_val=8, image_size=64, seed=0)
+    for label_file in root.glob("labels/*/*.txt"):
+        lines = [ln for ln in label_file.read_text().splitlines() if ln and int(ln.split()[0]) < 3]
+        label_file.write_text("".join(ln + "\n" for ln in lines))
+    config = yaml.safe_load(yaml_path.read_text())
+    config["names"] = {i: config["names"][i] for i in range(3)}
+    yaml_path.write_text(yaml.safe_dump(config))
+    return DataConfig(source=str(root), n_train=16, n_val=8)

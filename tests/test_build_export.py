@@ -135,3 +135,25 @@ def test_reference_params_and_flops_in_published_range():
     for name in ("mobilenetv2_like", "pp_lcnet_like", "shufflenetv2_like", "ghostnet_like"):
         assert stats[f"{name}_w0.5"][0] < stats[f"{name}_w1.0"][0]
         assert stats[f"{name}_w0.5"][1] < stats[f"{name}_w1.0"][1]
+
+
+def test_fixed_act_relu_leaves_no_hswish_in_the_graph_and_keeps_default_keys():
+    import onnx
+
+    from latency_tables.predictor import default_table_path
+    from latency_tables.runtime import to_onnx_bytes
+
+    default = get_space("cpu_detector", num_classes=3, input_size=64)
+    relu = get_space("cpu_detector", num_classes=3, input_size=64, fixed_act="relu")
+    arch = default.from_string(default.to_string(default.reference_architectures()["mobilenetv2_like_w0.5"]))
+    assert "fixed_act" not in default.settings() and relu.settings()["fixed_act"] == "relu"
+    assert default_table_path(get_space("cpu_detector"), 1).name == "cpu_detector_256px_6cls_1t.json"
+    assert "fixed_act-relu" in default_table_path(relu, 1).name
+    # Block keys are shared; stem and neck keys differ only where the activation is.
+    assert {s.key for s in default.ops(arch) if s.role != "stem" and s.role.startswith("s")} == \
+        {s.key for s in relu.ops(arch) if s.role != "stem" and s.role.startswith("s")}
+    model = relu.build(arch).eval()
+    graph = onnx.load_from_string(to_onnx_bytes(model, [torch.zeros(1, 3, 64, 64)], ["images"], ["scores", "boxes"]))
+    assert not [n for n in graph.graph.node if n.op_type in ("HardSwish", "HardSigmoid")]
+    with pytest.raises(ValueError, match="fixed_act"):
+        get_space("cpu_detector", fixed_act="gelu")

@@ -15,7 +15,6 @@ import pytest
 import torch
 import yaml
 
-from evaluators.data import DataConfig
 from latency_tables.runtime import ort_session
 from nas.export import save_checkpoint
 from nas.finishing import (detector_outputs, distillation_losses, finish, load_model, load_source, make_adapters,
@@ -65,28 +64,11 @@ def tiny(detector_space):
 
 
 @pytest.fixture(scope="module")
-def data3(tmp_path_factory):
-    """The generated dataset (16 train, 8 val, 64 px) in YOLO layout, cut to its first 3
-    classes so that it matches the 3-class space (as in test_supernet)."""
-    from evaluators.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("synth3")
-    yaml_path = write_synthetic(root, n_train=16, n_val=8, image_size=64, seed=0)
-    for label_file in root.glob("labels/*/*.txt"):
-        lines = [ln for ln in label_file.read_text().splitlines() if ln and int(ln.split()[0]) < 3]
-        label_file.write_text("".join(ln + "\n" for ln in lines))
-    config = yaml.safe_load(yaml_path.read_text())
-    config["names"] = {i: config["names"][i] for i in range(3)}
-    yaml_path.write_text(yaml.safe_dump(config))
-    return DataConfig(source=str(root), n_train=16, n_val=8)
-
-
-@pytest.fixture(scope="module")
-def finish_yaml(tmp_path_factory, data3):
+def finish_yaml(tmp_path_factory, tiny_data3):
     path = tmp_path_factory.mktemp("cfg") / "finish.yaml"
     path.write_text(yaml.safe_dump({
         "space": {"num_classes": 3, "input_size": 64},
-        "data": {"source": data3.source, "n_train": 16, "n_val": 8},
+        "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
         "measure": FAST_MEASURE,
         "distill": {"teacher_arch": TEACHER},
@@ -234,20 +216,20 @@ def test_finish_writes_and_measures_every_stage(finished):
     assert sum(p.numel() for p in pruned.parameters()) == rows["prune"]["params"]
 
 
-def test_finish_cli_from_a_run_folder(tmp_path, tiny, data3, finish_yaml):
+def test_finish_cli_from_a_run_folder(tmp_path, tiny, tiny_data3, finish_yaml):
     from nas.config import EvaluatorConfig, SearchConfig, SpaceConfig, save_config
 
     arch, space = tiny
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
     save_config(SearchConfig(space=SpaceConfig(settings=space.settings()), evaluators=(EvaluatorConfig(
-        "train_proxy", {"steps": 2, "data": {"source": data3.source, "n_train": 16, "n_val": 8}}),)), run / "config.yaml")
+        "train_proxy", {"steps": 2, "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8}}),)), run / "config.yaml")
     (run / "best" / "arch.json").write_text(arch.to_json())
     torch.manual_seed(3)
     save_checkpoint(run / "best" / "weights.pt", space.build(arch), arch, space)
 
     source, cfg = load_source(str(run))
-    assert source.trained and cfg.data == data3 and cfg.train.steps == 8  # 4x the proxy's 2 steps
+    assert source.trained and cfg.data == tiny_data3 and cfg.train.steps == 8  # 4x the proxy's 2 steps
     cfg_file = tmp_path / "prune.yaml"
     cfg_file.write_text(yaml.safe_dump({"measure": FAST_MEASURE, "prune": {"finetune_steps": 1}}))
     res = run_nas("finish", run, "--passes", "prune", "--config", cfg_file, "--no-progress")

@@ -1,7 +1,6 @@
 """Latency tables on a tiny space: format round trip, stable keys, clear errors,
 resumable builds, and a predictor close to whole-model measurement."""
 import json
-import random
 
 import pytest
 

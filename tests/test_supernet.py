@@ -6,10 +6,8 @@ import time
 
 import pytest
 import torch
-import yaml
 
 from evaluators.base import get_evaluator
-from evaluators.data import DataConfig
 from evaluators.supernet import Supernet, SupernetScore, UntrainedOpsError, load_checkpoint, train_step, train_supernet
 from evaluators.trainer import TrainConfig, _batch
 from search_spaces import InputError, get_space
@@ -23,27 +21,10 @@ def space():
 
 
 @pytest.fixture(scope="module")
-def data_cfg(tmp_path_factory):
-    """The generated dataset (16 train, 8 val, 64 px) in YOLO layout, cut to its first 3
-    classes so that it matches the 3-class space."""
-    from evaluators.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("synth3")
-    yaml_path = write_synthetic(root, n_train=16, n_val=8, image_size=64, seed=0)
-    for label_file in root.glob("labels/*/*.txt"):
-        lines = [ln for ln in label_file.read_text().splitlines() if ln and int(ln.split()[0]) < 3]
-        label_file.write_text("".join(ln + "\n" for ln in lines))
-    config = yaml.safe_load(yaml_path.read_text())
-    config["names"] = {i: config["names"][i] for i in range(3)}
-    yaml_path.write_text(yaml.safe_dump(config))
-    return DataConfig(source=str(root), n_train=16, n_val=8)
-
-
-@pytest.fixture(scope="module")
-def trained(space, data_cfg, tmp_path_factory):
+def trained(space, tiny_data3, tmp_path_factory):
     """An uninterrupted run (saved once, at the end)."""
     out = tmp_path_factory.mktemp("ckpt") / "supernet.pt"
-    return train_supernet(space, data_cfg, STEPS, BATCH, SEED, out, progress=False, save_every=STEPS)
+    return train_supernet(space, tiny_data3, STEPS, BATCH, SEED, out, progress=False, save_every=STEPS)
 
 
 def _trained_archs(space):
@@ -108,13 +89,13 @@ def test_paths_share_modules_exactly_where_op_keys_agree(space):
     assert torch.equal(vb.laterals[0][0].weight, before_lat)
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_arch(space, data_cfg):
+def test_a_few_steps_lower_the_loss_on_a_fixed_arch(space, tiny_data3):
     import numpy as np
 
     torch.manual_seed(0)
     net = Supernet(space)
     arch = space.reference_architectures()["pp_lcnet_like_w0.5"]
-    train_data, _ = data_cfg.load(64)
+    train_data, _ = tiny_data3.load(64)
     cfg = TrainConfig(steps=8, batch_size=8, warmup_steps=1, hflip=False, brightness=0.0)
     images, targets = _batch(train_data, np.arange(8), cfg, np.random.default_rng(0))
     opt, losses = None, []
@@ -124,7 +105,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_arch(space, data_cfg):
     assert losses[-1] < 0.9 * losses[0], losses
 
 
-def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, data_cfg, trained, tmp_path):
+def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, tiny_data3, trained, tmp_path):
     assert trained.complete and len(trained.losses) == STEPS
     out = tmp_path / "resumed.pt"
 
@@ -133,9 +114,9 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, data_cfg, 
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_supernet(space, data_cfg, STEPS, BATCH, SEED, out, progress=False, save_every=4, callback=crash)
+        train_supernet(space, tiny_data3, STEPS, BATCH, SEED, out, progress=False, save_every=4, callback=crash)
     assert load_checkpoint(out)["step"] == 4
-    resumed = train_supernet(space, data_cfg, STEPS, BATCH, SEED, out, progress=False, save_every=4)
+    resumed = train_supernet(space, tiny_data3, STEPS, BATCH, SEED, out, progress=False, save_every=4)
     assert resumed.step == STEPS and resumed.losses == trained.losses
     want, got = trained.supernet.state_dict(), resumed.supernet.state_dict()
     assert list(want) == list(got)
@@ -148,15 +129,15 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, data_cfg, 
         a, b = trained.supernet.extract(arch), lazy.extract(arch)
         assert all(torch.equal(a[k], b[k]) for k in a)
     # A finished checkpoint is returned as is; other settings are refused.
-    again = train_supernet(space, data_cfg, STEPS, BATCH, SEED, out, progress=False)
+    again = train_supernet(space, tiny_data3, STEPS, BATCH, SEED, out, progress=False)
     assert again.step == STEPS and again.losses == trained.losses
     with pytest.raises(InputError, match="resumed.pt"):
-        train_supernet(space, data_cfg, STEPS, BATCH, SEED + 1, out, progress=False)
+        train_supernet(space, tiny_data3, STEPS, BATCH, SEED + 1, out, progress=False)
 
 
-def test_evaluator_scores_trained_paths_quickly(space, data_cfg, trained):
+def test_evaluator_scores_trained_paths_quickly(space, tiny_data3, trained):
     ev = get_evaluator("supernet", checkpoint=str(trained.path),
-                       data={"source": data_cfg.source, "n_train": 16, "n_val": 8}, bn_batches=2, batch_size=4)
+                       data={"source": tiny_data3.source, "n_train": 16, "n_val": 8}, bn_batches=2, batch_size=4)
     assert isinstance(ev, SupernetScore) and ev.cost == "train"
     archs = _trained_archs(space)[:3]
     for arch in archs:

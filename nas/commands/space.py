@@ -61,7 +61,6 @@ def space_sample(args):
 @arg("arch", help="architecture JSON file, JSON string, compact string or reference name")
 @with_settings
 def space_show(args):
-    from search_spaces import get_space
     from search_spaces.stats import count_flops, count_params
 
     arch, space = resolve_architecture(args.arch, _space_settings(args))

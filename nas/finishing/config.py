@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from evaluators.data import DataConfig
 from evaluators.trainer import TrainConfig

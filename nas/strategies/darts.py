@@ -42,10 +42,7 @@ configured evaluators like any other candidate.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import random
 import time
 from pathlib import Path
 from typing import Any, Mapping
