@@ -3,6 +3,9 @@
 For each thread count: N random architectures of the default space measured end to
 end under onnxruntime, compared with the table's prediction (and with FLOPs- and
 params-proportional baselines); the table's build time; and prediction throughput.
+First, 8 of the networks the table's calibration timed at build time are timed again:
+their median ratio is how much slower (> 1) or faster this machine runs now, and the
+row ``table xF (drift)`` is the table's prediction scaled by it.
 
     python bench/latency_accuracy.py --threads 1 2 --n 200 --seed 7
 """
@@ -10,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import random
+
+import numpy as np
 import sys
 import time
 from pathlib import Path
@@ -17,19 +22,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latency_tables.predictor import LatencyTable, default_table_path  # noqa: E402
-from latency_tables.validate import validate  # noqa: E402
+from latency_tables.validate import accuracy, machine_drift, validate  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
 
-def throughput(table: LatencyTable, n: int, seed: int) -> float:
-    """Distinct random architectures predicted per second (the per-arch cache never hits)."""
+def throughput(table: LatencyTable, n: int, seed: int) -> tuple[float, float]:
+    """Random architectures predicted per second by a freshly loaded predictor (cold: its
+    per-group cache starts empty) and by one that has already predicted ``n`` others
+    (steady state, as in a search). No architecture is predicted twice."""
     space = table.space
     rng = random.Random(seed)
-    archs = [space.sample(rng) for _ in range(n)]
+    first, second = [space.sample(rng) for _ in range(n)], [space.sample(rng) for _ in range(n)]
     fresh = LatencyTable(table.table, space)
-    t0 = time.perf_counter()
-    fresh.predict_many(archs)
-    return n / (time.perf_counter() - t0)
+    rates = []
+    for archs in (first, second):
+        t0 = time.perf_counter()
+        fresh.predict_many(archs)
+        rates.append(n / (time.perf_counter() - t0))
+    return rates[0], rates[1]
 
 
 def main() -> None:
@@ -49,12 +59,16 @@ def main() -> None:
         print(f"\n== {threads} thread(s): {path.name} ({len(table.table.ops)} ops, built in "
               f"{table.table.header.get('build_seconds_ops', float('nan')) / 60:.1f} min; {fp['cpu_model']}, "
               f"{'/'.join(fp['isa'])}, onnxruntime {fp['runtime_version']})")
+        drift = machine_drift(table)
+        print(drift.line())
         out = validate(table, args.n, args.seed, progress=False)
         ms = out["measured_ms"]
         print(f"{args.n} architectures (seed {args.seed}), measured {min(ms):.2f}-{max(ms):.2f} ms")
-        for name, acc in out["results"].items():
+        rescaled = accuracy(table.predict_many(out["archs"]) * drift.factor, np.array(ms))
+        for name, acc in {**out["results"], f"table x{drift.factor:.3f} (drift)": rescaled}.items():
             print(acc.row(name))
-        print(f"prediction: {throughput(table, 5000, args.seed + 1):,.0f} architectures/s (distinct, uncached)")
+        cold, warm = throughput(table, 5000, args.seed + 1)
+        print(f"prediction: {cold:,.0f} architectures/s cold (fresh predictor), {warm:,.0f}/s after 5,000 others")
 
 
 if __name__ == "__main__":

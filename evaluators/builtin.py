@@ -21,12 +21,17 @@ def check_classes(data_classes: int, space: SearchSpace) -> None:
 
 @register_evaluator("latency_table")
 class TableLatency(Evaluator):
-    """``latency_ms`` predicted by the lookup table (the committed one by default)."""
+    """``latency_ms`` predicted by the lookup table (the committed one by default).
+
+    ``rescale: true`` re-times a few of the table's calibration networks when the table
+    is loaded (about 10 s) and scales every prediction by how much faster or slower this
+    machine runs now than during the build; the factor is returned as ``latency_scale``.
+    """
 
     cost = "table"
 
-    def __init__(self, threads: int = 1, table: str | None = None):
-        self.threads, self.path = threads, table
+    def __init__(self, threads: int = 1, table: str | None = None, rescale: bool = False):
+        self.threads, self.path, self.rescale = threads, table, rescale
         self._table = None
 
     def __call__(self, arch: Architecture, space: SearchSpace):
@@ -35,7 +40,12 @@ class TableLatency(Evaluator):
         if self._table is None or self._table.space.settings() != space.settings():
             self._table = (LatencyTable.load(self.path, space, self.threads) if self.path
                            else LatencyTable.default(space, self.threads))
-        return {"latency_ms": self._table.predict(arch)}
+            if self.rescale:
+                from latency_tables.validate import machine_drift
+
+                self._table.scale = machine_drift(self._table).factor
+        out = {"latency_ms": self._table.predict(arch)}
+        return {**out, "latency_scale": self._table.scale} if self.rescale else out
 
 
 @register_evaluator("params_flops")

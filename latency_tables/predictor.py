@@ -94,6 +94,9 @@ class LatencyTable:
         self._kinds = cal["features"][:-2] if self.calibrated else kinds_of(table)
         self._ms = {key: entry["ms"] for key, entry in table.ops.items()}
         self._group_cache: dict = {}
+        # Machine-speed factor, 1.0 as built; set from machine_drift() when this shared
+        # machine runs at another speed than during the build.
+        self.scale = 1.0
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None, threads: int | None = None) -> "LatencyTable":
@@ -140,7 +143,7 @@ class LatencyTable:
         return op_features(self.ops_ms(arch), kinds or self._kinds)
 
     def raw_sum(self, arch: Architecture) -> float:
-        return float(sum(ms for _, ms in self.ops_ms(arch)))
+        return float(sum(ms for _, ms in self.ops_ms(arch))) * self.scale
 
     def predict(self, arch: Architecture) -> float:
         """Predicted latency (ms) of ``arch`` on the table's machine and thread count."""
@@ -155,7 +158,7 @@ class LatencyTable:
                 f = op_features([(spec.kind, self.op_ms(spec)) for spec in make()], self._kinds)
                 part = cache[key] = float(f[:-1] @ np.asarray(coef[:-1]))
             total += part
-        return float(total)
+        return float(total) * self.scale
 
     def predict_many(self, archs) -> np.ndarray:
         return np.array([self.predict(a) for a in archs])

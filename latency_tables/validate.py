@@ -39,6 +39,34 @@ def proportional(feature: np.ndarray, measured: np.ndarray) -> np.ndarray:
     return feature * float(np.median(measured / feature))
 
 
+@dataclass(frozen=True)
+class Drift:
+    factor: float            # median of now / at build over the re-timed networks
+    ratios: list[float]
+
+    def line(self) -> str:
+        lo, hi = min(self.ratios), max(self.ratios)
+        return (f"machine speed vs the table's build: x{self.factor:.3f} latency now "
+                f"({len(self.ratios)} calibration networks re-timed, ratios {lo:.2f}-{hi:.2f})")
+
+
+def machine_drift(table: LatencyTable, n: int = 8, progress: bool = False) -> Drift:
+    """Re-time ``n`` of the whole networks the table's calibration measured at build time
+    (spread over their latency range) and compare. A shared or throttled machine can run
+    10-20% faster or slower than during the build; every op drifts alike, so one factor
+    (``table.scale = drift.factor``) corrects the predictor without a rebuild."""
+    cal = (table.table.calibration or {}).get("measured_ms") or {}
+    if not cal:
+        raise ValueError(f"table {table.table.path} has no calibration networks to re-time; rebuild it with "
+                         "--calibration-models > 0")
+    items = sorted(cal.items(), key=lambda kv: kv[1])
+    picks = [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(min(n, len(items)))]
+    archs = [Architecture.from_json(a) for a, _ in picks]
+    now = measure_architectures(table.space, archs, table.threads, progress)
+    ratios = [float(m / then) for m, (_, then) in zip(now, picks)]
+    return Drift(float(np.median(ratios)), ratios)
+
+
 def validation_architectures(space: SearchSpace, n: int, seed: int) -> list[Architecture]:
     rng = random.Random(seed)
     return [space.sample(rng) for _ in range(n)]

@@ -100,3 +100,20 @@ def test_predictor_close_to_measurement(built):
         measured = profiler.measure_model(space, arch, 1).ms
         # Loose: these nets run in tens of microseconds, where timer noise is large.
         assert 0.4 < predicted / measured < 2.5, (arch.sample, predicted, measured)
+
+
+def test_machine_drift_rescales_predictions(built):
+    from latency_tables.validate import machine_drift
+
+    space, path, _ = built
+    table = LatencyTable.load(path, space)
+    arch = space.from_sample({"depth": 2, "width": 8, "kernel": 3})
+    before = table.predict(arch)
+    # Pretend the build ran on a machine twice as fast: the re-timed networks now take
+    # about twice as long, and the factor says so.
+    table.table.calibration["measured_ms"] = {a: ms / 2 for a, ms in table.table.calibration["measured_ms"].items()}
+    drift = machine_drift(table, n=4)
+    assert len(drift.ratios) == 4 and 1.2 < drift.factor < 4.0, drift
+    table.scale = drift.factor
+    assert table.predict(arch) == pytest.approx(before * drift.factor)
+    assert "calibration networks re-timed" in drift.line()

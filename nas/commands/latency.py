@@ -41,11 +41,17 @@ def build(args):
 @arg("--table", required=True)
 @arg("--n", type=int, default=50)
 @arg("--seed", type=int, default=7)
+@arg("--rescale", action="store_true", help="first re-time 8 of the table's calibration networks and scale "
+                                             "predictions by the machine's speed change since the build")
 def validate_cmd(args):
     from latency_tables.predictor import LatencyTable
-    from latency_tables.validate import validate
+    from latency_tables.validate import machine_drift, validate
 
     table = LatencyTable.load(args.table)
+    if args.rescale:
+        drift = machine_drift(table)
+        table.scale = drift.factor
+        print(drift.line())
     out = validate(table, args.n, args.seed)
     res = out["results"]
     print(f"{args.n} architectures (seed {args.seed}), {table.threads} thread(s), "
@@ -53,7 +59,7 @@ def validate_cmd(args):
     for name, acc in res.items():
         print(acc.row(name))
     t = res["table"]
-    print(f"summary: table={args.table} n={args.n} threads={table.threads} MAPE={t.mape * 100:.2f}% "
+    print(f"summary: table={args.table} n={args.n} threads={table.threads} scale={table.scale:.3f} MAPE={t.mape * 100:.2f}% "
           f"within10={t.within10 * 100:.1f}% within5={t.within5 * 100:.1f}% spearman={t.spearman:.3f} "
           f"kendall={t.kendall:.3f} flops_spearman={res['FLOPs-proportional'].spearman:.3f}")
 
