@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1
 # Modules whose import registers commands (one module per command group).
 COMMAND_MODULES = ("nas.commands.space", "nas.commands.latency", "nas.commands.data",
                    "nas.commands.search", "nas.commands.supernet", "nas.commands.finish")
@@ -109,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nas: interrupted; everything written so far is kept", file=sys.stderr)
         return 130
+    except Exception as exc:
+        # Known run-time failures (a diverged training) are reported, not dumped: they
+        # say what to change. Anything else is a bug and keeps its traceback.
+        from evaluators.trainer import TrainingFailure
+
+        if not isinstance(exc, TrainingFailure):
+            raise
+        print(f"nas: error: training failed: {exc}; lower train.lr or raise train.warmup_steps in the config "
+              "(finished stages are kept in the output folder)", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -83,3 +83,18 @@ def test_usage_errors_exit_2_without_traceback(args, message):
     assert out.returncode == 2, (out.stdout, out.stderr)
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_diverged_training_is_reported_without_traceback(monkeypatch, capsys):
+    from evaluators.trainer import TrainingFailure
+    from nas.cli import main
+
+    def diverge(*args, **kwargs):
+        raise TrainingFailure("loss became nan at step 7 (lr 4.00e-03)")
+
+    import nas.finishing
+
+    monkeypatch.setattr(nas.finishing, "finish", diverge)
+    code = main(["finish", "pp_lcnet_like_w0.5", "--out", "unused", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "training failed: loss became nan" in err and "Traceback" not in err
