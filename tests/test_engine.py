@@ -167,3 +167,13 @@ def test_time_budget_stops_the_search_and_counts_across_resume(tmp_path):
     # The spent time is in the log, so a resumed run knows the budget is gone.
     Engine.resume(tmp_path / "run", progress=False).run()
     assert len(RunFolder(tmp_path / "run").read()) == len(records)
+
+
+@pytest.mark.parametrize("name", ["default.yaml", "demo.yaml", "darts.yaml"])
+def test_shipped_configs_load_and_build_their_strategy(name, tmp_path):
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    cfg = load_config(path)
+    engine = Engine(cfg, tmp_path / "run", progress=False)
+    assert engine.new_strategy() is not None and engine.evaluators()
