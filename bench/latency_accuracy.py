@@ -5,7 +5,9 @@ end under onnxruntime, compared with the table's prediction (and with FLOPs- and
 params-proportional baselines); the table's build time; and prediction throughput.
 First, 8 of the networks the table's calibration timed at build time are timed again:
 their median ratio is how much slower (> 1) or faster this machine runs now, and the
-row ``table xF (drift)`` is the table's prediction scaled by it.
+row ``table xF (drift)`` is the table's prediction scaled by it. Last, the first
+``--repeat`` networks are measured a second time: the row ``re-measured`` is how well
+one measurement predicts another, the floor for any predictor on this machine.
 
     python bench/latency_accuracy.py --threads 1 2 --n 200 --seed 7
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latency_tables.predictor import LatencyTable, default_table_path  # noqa: E402
+from latency_tables.profiler import measure_architectures  # noqa: E402
 from latency_tables.validate import accuracy, machine_drift, validate  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 
@@ -49,6 +52,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--input-size", type=int, default=256)
     ap.add_argument("--num-classes", type=int, default=6)
+    ap.add_argument("--repeat", type=int, default=50, help="networks measured twice (the noise floor)")
     args = ap.parse_args()
     print("command: python bench/latency_accuracy.py " + " ".join(sys.argv[1:]))
     space = get_space("cpu_detector", input_size=args.input_size, num_classes=args.num_classes)
@@ -65,7 +69,12 @@ def main() -> None:
         ms = out["measured_ms"]
         print(f"{args.n} architectures (seed {args.seed}), measured {min(ms):.2f}-{max(ms):.2f} ms")
         rescaled = accuracy(table.predict_many(out["archs"]) * drift.factor, np.array(ms))
-        for name, acc in {**out["results"], f"table x{drift.factor:.3f} (drift)": rescaled}.items():
+        # The floor for any predictor: the same networks measured a second time.
+        k = min(args.repeat, args.n)
+        again = measure_architectures(space, out["archs"][:k], threads, progress=False)
+        repeat = accuracy(again, np.array(ms[:k]))
+        for name, acc in {**out["results"], f"table x{drift.factor:.3f} (drift)": rescaled,
+                          f"re-measured ({k} nets)": repeat}.items():
             print(acc.row(name))
         cold, warm = throughput(table, 5000, args.seed + 1)
         print(f"prediction: {cold:,.0f} architectures/s cold (fresh predictor), {warm:,.0f}/s after 5,000 others")
