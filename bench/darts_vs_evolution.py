@@ -12,7 +12,7 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
    Both are held to the latency measured by onnxruntime during the search
    (``measured_latency``): evolution as a hard limit, DARTS as the soft objective.
 3. On the then idle machine, every result's network is timed again under onnxruntime
-   at 1 thread (20th percentile of >= 0.5 s of runs).
+   at 1 thread, all of them in interleaved windows (``measure_architectures``).
 
 Printed: one row per search (method, target, seed, wall-clock, trials, mAP@.5 of its
 result, table and measured latency, measured off-target), then per target DARTS's
@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:  # runnable as a script from a clone without insta
 import numpy as np  # noqa: E402
 
 from latency_tables.predictor import LatencyTable  # noqa: E402
-from latency_tables.profiler import measure_model  # noqa: E402
+from latency_tables.profiler import measure_architectures  # noqa: E402
 from nas.engine import RunFolder  # noqa: E402
 from nas.report import best_trial  # noqa: E402
 from nas.sweep import Sweep, Variant  # noqa: E402
@@ -111,15 +111,17 @@ def main(argv=None) -> int:
                     for t in targets for s in range(args.evolution_seeds)]
     evo_rows = sweep(out / "evolution", base_config(args, evo, "constrained"), evo_variants, args.max_concurrent)
 
+    found = [(method, r, *result_arch(out / method / r["variant"]))
+             for method, rs in (("darts", darts_rows), ("evolution", evo_rows)) for r in rs]
+    timed = measure_architectures(space, [a for _, _, a, _ in found if a is not None], 1, progress=False)
+    measured_by_id = dict(zip([a.id for _, _, a, _ in found if a is not None], timed))
     rows = []
-    for method, sub, found in (("darts", "darts", darts_rows), ("evolution", "evolution", evo_rows)):
-        for r in found:
-            arch, metrics = result_arch(out / sub / r["variant"])
-            measured = measure_model(space, arch, 1, min_seconds=0.5).ms if arch is not None else float("nan")
-            rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
-                         "trials": r["trials"], "map50": metrics.get("map50", float("nan")),
-                         "table_ms": table.predict(arch) if arch is not None else float("nan"), "measured_ms": measured,
-                         "arch": space.to_string(arch) if arch is not None else "-"})
+    for method, r, arch, metrics in found:
+        measured = measured_by_id[arch.id] if arch is not None else float("nan")
+        rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
+                     "trials": r["trials"], "map50": metrics.get("map50", float("nan")),
+                     "table_ms": table.predict(arch) if arch is not None else float("nan"), "measured_ms": measured,
+                     "arch": space.to_string(arch) if arch is not None else "-"})
     print(f"\n{'method':<10} {'target':>6} {'seed':>4} {'wall s':>7} {'trials':>6} {'mAP@.5':>7} {'table':>6} "
           f"{'measured':>8} {'off':>7}")
     for r in rows:

@@ -1,9 +1,11 @@
 """Measure ops and whole networks under ONNX Runtime, and build a table incrementally.
 
 ``build_table`` enumerates every op the space can emit (``space.enumerate_ops``),
-measures the ones the table does not have yet, saves every few seconds (so an
-interrupted build resumes where it stopped and loses at most those seconds), then
-measures a calibration set of whole networks and fits the predictor's correction.
+measures the ones the table does not have yet in two passes (this machine has slow
+spells of a second or two; an op keeps the faster pass), saves every few seconds (so
+an interrupted build resumes where it stopped and loses at most those seconds), then
+measures a calibration set of whole networks (interleaved windows) and fits the
+predictor's correction.
 """
 from __future__ import annotations
 
@@ -19,12 +21,13 @@ from search_spaces.ops import make_op
 
 from .fingerprint import machine_fingerprint, mismatches
 from .progress import progress_bar
-from .runtime import STATISTIC_QUANTILE, Timing, ort_session, time_session, to_onnx_bytes
+from .runtime import STATISTIC_QUANTILE, WINDOW_SECONDS, Timing, ort_session, time_interleaved, time_session, to_onnx_bytes
 from .table import TableData, TableError
 
 SAVE_EVERY_S = 5.0
 CALIBRATION_SEED = 1_000_003  # far from the seeds validation uses, so they never overlap
 DEFAULT_CALIBRATION_MODELS = 60
+OP_PASSES = 2
 
 
 def measure_op(spec: OpSpec, threads: int) -> Timing:
@@ -37,14 +40,37 @@ def measure_op(spec: OpSpec, threads: int) -> Timing:
     return time_session(session, feeds, warmup=10, min_runs=30, min_seconds=0.1)
 
 
-def measure_model(space: SearchSpace, arch: Architecture, threads: int, min_seconds: float = 0.3) -> Timing:
-    """End-to-end latency of the whole network (decode included), as it is deployed."""
+def model_session(space: SearchSpace, arch: Architecture, threads: int):
+    """``(session, feeds)`` of the whole network (decode included), as it is deployed."""
     torch.manual_seed(0)
     model = space.build(arch).eval()
     size = space.settings()["input_size"]
     x = torch.rand(1, 3, size, size)
-    session = ort_session(to_onnx_bytes(model, [x], ["images"]), threads)
-    return time_session(session, {"images": x.numpy()}, warmup=10, min_runs=20, min_seconds=min_seconds)
+    return ort_session(to_onnx_bytes(model, [x], ["images"]), threads), {"images": x.numpy()}
+
+
+def measure_model(space: SearchSpace, arch: Architecture, threads: int, min_seconds: float = WINDOW_SECONDS) -> Timing:
+    """End-to-end latency of one network: the best of ``WINDOWS`` windows of
+    ``min_seconds``, half a second apart (see ``runtime.time_interleaved``)."""
+    return time_interleaved([model_session(space, arch, threads)], seconds=min_seconds, gap_seconds=0.5)[0]
+
+
+def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True,
+                          chunk: int = 20, on_chunk=None) -> np.ndarray:
+    """End-to-end latencies of many networks, timed ``chunk`` at a time in interleaved
+    windows (a network's windows are the rest of its chunk apart). ``on_chunk(archs,
+    ms)`` is called after each chunk (the calibration saves there)."""
+    out: list[float] = []
+    bar = progress_bar(total=len(archs), desc=f"whole networks @{threads}", unit="net", disable=not progress)
+    for start in range(0, len(archs), chunk):
+        part = archs[start:start + chunk]
+        ms = [t.ms for t in time_interleaved([model_session(space, a, threads) for a in part])]
+        out += ms
+        if on_chunk is not None:
+            on_chunk(part, ms)
+        bar.update(len(part))
+    bar.close()
+    return np.array(out)
 
 
 def new_header(space: SearchSpace, threads: int) -> dict:
@@ -53,7 +79,7 @@ def new_header(space: SearchSpace, threads: int) -> dict:
     return {"space": space.name, "settings": space.settings(), "fingerprint": machine_fingerprint(threads),
             "opset": OPSET, "dtype": "float32", "batch": 1, "input_size": space.settings()["input_size"],
             "statistic": f"ms = {STATISTIC_QUANTILE:.0%} quantile of timed runs after warm-up (median_ms also kept); "
-                         "spread iqr_ms = interquartile range"}
+                         f"the fastest of {OP_PASSES} passes over the space; spread iqr_ms = interquartile range"}
 
 
 def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableData:
@@ -74,24 +100,33 @@ def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableDa
 
 
 def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_models: int = DEFAULT_CALIBRATION_MODELS,
-                progress: bool = True, max_ops: int | None = None) -> TableData:
-    """Measure every missing op, then the calibration networks, then fit. Resumable."""
+                progress: bool = True, max_ops: int | None = None, passes: int = OP_PASSES) -> TableData:
+    """Measure every op ``passes`` times (whole passes over the space, minutes apart, each
+    op keeping its fastest; see ``runtime.WINDOWS``), then the calibration networks, then
+    fit. Resumable: an entry records how many passes it has seen."""
     torch.set_num_threads(1)  # torch only exports here; keep its threads off the measured cores
     table = open_for_build(space, threads, out)
-    todo = [op for op in space.enumerate_ops() if op.key not in table.ops]
+    ops = space.enumerate_ops()
     if max_ops is not None:
-        todo = todo[:max_ops]
+        ops = ops[:max_ops]
     last_save = started = time.monotonic()
     spent = float(table.header.get("build_seconds_ops", 0.0))  # summed over resumed builds
-    bar = progress_bar(iterable=todo, desc=f"ops @{threads} thread(s)", unit="op", disable=not progress)
-    for spec in bar:
-        t = measure_op(spec, threads)
-        table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict, "input_shapes": [list(s) for s in spec.input_shapes],
-                               "ms": round(t.ms, 5), "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
-        if time.monotonic() - last_save > SAVE_EVERY_S:
-            table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
-            table.save()
-            last_save = time.monotonic()
+    for p in range(1, passes + 1):
+        todo = [op for op in ops if table.ops.get(op.key, {}).get("passes", 1 if op.key in table.ops else 0) < p]
+        bar = progress_bar(iterable=todo, desc=f"ops @{threads} thread(s), pass {p}/{passes}", unit="op",
+                           disable=not progress or not todo)
+        for spec in bar:
+            t = measure_op(spec, threads)
+            old = table.ops.get(spec.key)
+            if old is None or t.ms < old["ms"]:
+                table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict,
+                                       "input_shapes": [list(s) for s in spec.input_shapes], "ms": round(t.ms, 5),
+                                       "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
+            table.ops[spec.key]["passes"] = p
+            if time.monotonic() - last_save > SAVE_EVERY_S:
+                table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
+                table.save()
+                last_save = time.monotonic()
     table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
     table.save()
     if max_ops is None and calibration_models > 0:
@@ -119,15 +154,15 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
     cal = table.calibration or {}
     measured: dict[str, float] = dict(cal.get("measured_ms", {}))
     archs = calibration_architectures(space, n)
-    for arch in progress_bar(iterable=[a for a in archs if a.to_json() not in measured], desc="calibration networks",
-                             unit="net", disable=not progress):
-        measured[arch.to_json()] = round(measure_model(space, arch, threads).ms, 5)
+
+    def save(part, ms):
+        measured.update({a.to_json(): round(m, 5) for a, m in zip(part, ms)})
         table.calibration = {**cal, "measured_ms": measured}
         table.save()
+
+    measure_architectures(space, [a for a in archs if a.to_json() not in measured], threads, progress, on_chunk=save)
     table.calibration = {"measured_ms": measured, **fit_calibration(table, space, measured)}
     table.save()
 
 
-def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True) -> np.ndarray:
-    return np.array([measure_model(space, a, threads).ms
-                     for a in progress_bar(iterable=archs, desc=f"whole networks @{threads}", unit="net", disable=not progress)])
+
