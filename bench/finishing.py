@@ -10,6 +10,8 @@ parent / stage, so > 1 is faster; mAP@.5 change), and distill vs train (same sch
 same initial weights, only the loss differs).
 
 Artifacts (every stage's model.onnx / weights.pt, finish.md, finish.json) go to ``--out``.
+At the end every stage's ONNX file is timed again, all together in interleaved windows
+(``--retime OUT`` does only that for a finished run): the speed-ups to trust.
 
 Why that default: onnxruntime has no int8 h-swish, so in an h-swish network every
 activation leaves int8 and comes back (DequantizeLinear, HardSigmoid, Mul,
@@ -69,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--min-seconds", type=float, default=1.0, help="timed seconds per latency (at least)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-finishing"))
+    p.add_argument("--retime", metavar="OUT", help="only re-time the stages of a finished run in OUT (interleaved)")
     return p.parse_args(argv)
 
 
@@ -92,10 +95,38 @@ def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
     return lines
 
 
+def retime(out: Path, threads: tuple[int, ...] = (1, 2), windows: int = 5) -> list[dict]:
+    """Every stage's ONNX file timed again, all stages round-robin in ``windows`` windows
+    (fastest kept), so the speed-ups compare models timed minutes apart no more: this
+    machine's speed drifts and has slow spells (BENCHMARKS.md, "Timing on this machine").
+    Returns the stages with ``retimed_ms@<t>t``; prints them with the speed-ups."""
+    import json
+
+    from latency_tables.runtime import ort_session, random_feeds, time_interleaved
+
+    stages = json.loads((out / "finish.json").read_text())["stages"]
+    for t in threads:
+        sessions = [ort_session(str(out / st["onnx"]), t) for st in stages]
+        for st, timing in zip(stages, time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows)):
+            st[f"retimed_ms@{t}t"] = timing.ms
+    by_name = {st["stage"]: st for st in stages}
+    print(f"\nre-timed together ({windows} interleaved windows, fastest kept):")
+    print(f"{'stage':<16} {'parent':<8} " + " ".join(f"{t}T ms".rjust(8) for t in threads) + "   speed-up vs parent")
+    for st in stages:
+        parent = by_name.get(st.get("parent") or "")
+        ups = "  ".join(f"{t}T x{parent[f'retimed_ms@{t}t'] / st[f'retimed_ms@{t}t']:.2f}" for t in threads) if parent else ""
+        print(f"{st['stage']:<16} {st.get('parent') or '-':<8} "
+              + " ".join(f"{st[f'retimed_ms@{t}t']:8.2f}" for t in threads) + f"   {ups}   mAP@.5 {st['map50']:.3f}")
+    return stages
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]))
+    if args.retime:
+        retime(Path(args.retime))
+        return 0
     settings = {"input_size": args.input_size, "num_classes": 6, **({"fixed_act": args.fixed_act} if args.fixed_act != "hswish" else {})}
     source, cfg = load_source(args.arch, settings=settings)
     cfg = finish_config({
@@ -112,6 +143,7 @@ def main(argv=None) -> int:
     print("\n" + format_table(result.rows, cfg.measure.threads) + "\n")
     print("\n".join(comparisons(result.rows, cfg.measure.threads)))
     print(f"\n{result.out / 'finish.md'}  ({result.seconds:.0f} s)")
+    retime(result.out, cfg.measure.threads)
     return 0
 
 
