@@ -71,7 +71,7 @@ def finish_yaml(tmp_path_factory, tiny_data3):
         "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1},
         "measure": FAST_MEASURE,
-        "distill": {"teacher_arch": TEACHER},
+        "distill": {"teacher_arch": TEACHER, "teacher_steps": 2},
         "prune": {"ratio": 0.5, "finetune_steps": 2},
         "int8": {"calibration_images": 4, "methods": ["minmax", "percentile"]},
     }))
@@ -209,6 +209,7 @@ def test_finish_writes_and_measures_every_stage(finished):
     assert rows["prune"]["params"] < rows["distill"]["params"] == rows["train"]["params"]
     assert rows["prune"]["parent"] == "distill" and rows["int8-minmax"]["parent"] == "prune"
     assert rows["distill"]["parent"] == "input"  # default init: same start as train, for a fair comparison
+    assert "2 steps" in rows["teacher"]["note"] and "3 steps" in rows["distill"]["note"]  # distill.teacher_steps
     assert sum("kept as int8/model.onnx" in r["note"] for r in rows.values()) == 1
     md = (out / "finish.md").read_text()
     assert "| stage | mAP@.5 | mAP@[.5:.95] | latency 1T (ms) | latency 2T (ms) |" in md and "int8-percentile" in md

@@ -152,7 +152,8 @@ class DistillOptions:
     teacher_arch: str = "mobilenetv2_like_w1.0"  # reference name, compact string or JSON (file) of the same space
     init: str = "input"                          # student starts from: input (the pipeline's input weights, so
                                                  # train vs distill is one schedule, two losses) | previous (stage)
-    steps: int | None = None                     # student (and teacher) steps; None: train.steps
+    steps: int | None = None                     # student steps; None: train.steps
+    teacher_steps: int | None = None             # teacher steps (a larger network needs more); None: the student's
     temperature: float = 2.0
     cls_weight: float = 1.0                      # soft class targets (binary KL at temperature T, x T^2)
     box_weight: float = 1.0                      # teacher-objectness-weighted box L1 (in strides)
@@ -163,8 +164,9 @@ class DistillOptions:
             raise ValueError(f"init must be one of {sorted(STUDENT_INIT)}, got {self.init!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        for name in ("steps", "teacher_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 STUDENT_INIT: dict[str, Callable[[FinishContext, nn.Module], nn.Module]] = {
@@ -202,7 +204,7 @@ def distill_pass(model: nn.Module, ctx: FinishContext, o: DistillOptions) -> nn.
     from .distill import DistillLoss, DistillStudent, make_adapters, neck_widths
 
     cfg = ctx.schedule(steps=o.steps or ctx.cfg.train.steps)
-    teacher = _teacher(ctx, o, cfg)
+    teacher = _teacher(ctx, o, ctx.schedule(steps=o.teacher_steps) if o.teacher_steps else cfg)
     student = copy.deepcopy(STUDENT_INIT[o.init](ctx, model))
     wrapper = DistillStudent(student, make_adapters(neck_widths(student), neck_widths(teacher)))
     loss = DistillLoss(teacher, o.temperature, o.cls_weight, o.box_weight, o.feature_weight)
