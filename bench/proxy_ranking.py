@@ -128,7 +128,13 @@ def measure(arch, space, evaluators: dict) -> dict[str, float | None]:
             scores[f"zc_{proxy}"] = None
     scores.update(evaluators["params_flops"](arch, space))
     if "supernet" in evaluators:
-        scores["supernet_map50"] = float(evaluators["supernet"](arch, space)["supernet_map50"])
+        from evaluators.supernet import UntrainedOpsError
+
+        try:
+            scores["supernet_map50"] = float(evaluators["supernet"](arch, space)["supernet_map50"])
+        except UntrainedOpsError as exc:  # a path the supernet never sampled: no score, not a made-up one
+            print(f"    supernet: {str(exc)[:160]}", flush=True)
+            scores["supernet_map50"] = None
     return scores
 
 
