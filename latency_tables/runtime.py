@@ -78,10 +78,10 @@ def time_session(session, feeds: dict[str, np.ndarray], warmup: int = 10, min_ru
     return Timing(low, statistics.median(times), q[14] - q[4], len(times))
 
 
-# This (shared, virtualised) machine alternates between a fast state and one about 40%
-# slower, in spells of 0.3-2 s: a network timed for 0.3 s lands in one or the other and
-# two measurements of it differ by up to 30%. So a measurement takes several short
-# windows seconds apart and keeps the fastest window's statistic.
+# This (shared, virtualised) machine alternates between a fast state and a slower one in
+# spells of a second or so (bench/timing_spells.py shows them): a network timed for
+# 0.3 s lands in one or the other. So a measurement takes several short windows seconds
+# apart and keeps the fastest window's statistic.
 WINDOWS = 3
 WINDOW_SECONDS = 0.3
 
