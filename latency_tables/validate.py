@@ -10,6 +10,7 @@ from search_spaces import Architecture, SearchSpace
 
 from .predictor import LatencyTable
 from .profiler import measure_architectures
+from .table import TableError
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def machine_drift(table: LatencyTable, n: int = 8, progress: bool = False) -> Dr
     (``table.scale = drift.factor``) corrects the predictor without a rebuild."""
     cal = (table.table.calibration or {}).get("measured_ms") or {}
     if not cal:
-        raise ValueError(f"table {table.table.path} has no calibration networks to re-time; rebuild it with "
-                         "--calibration-models > 0")
+        raise TableError(f"table {table.table.path} has no calibration networks to re-time; rebuild it with "
+                         "--calibration-models > 0, or leave out --rescale / rescale: true")
     items = sorted(cal.items(), key=lambda kv: kv[1])
     picks = [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(min(n, len(items)))]
     archs = [Architecture.from_json(a) for a, _ in picks]
