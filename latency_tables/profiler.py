@@ -49,10 +49,10 @@ def model_session(space: SearchSpace, arch: Architecture, threads: int):
     return ort_session(to_onnx_bytes(model, [x], ["images"]), threads), {"images": x.numpy()}
 
 
-def measure_model(space: SearchSpace, arch: Architecture, threads: int, min_seconds: float = WINDOW_SECONDS) -> Timing:
+def measure_model(space: SearchSpace, arch: Architecture, threads: int, window_seconds: float = WINDOW_SECONDS) -> Timing:
     """End-to-end latency of one network: the best of ``WINDOWS`` windows of
-    ``min_seconds``, half a second apart (see ``runtime.time_interleaved``)."""
-    return time_interleaved([model_session(space, arch, threads)], seconds=min_seconds, gap_seconds=0.5)[0]
+    ``window_seconds``, half a second apart (see ``runtime.time_interleaved``)."""
+    return time_interleaved([model_session(space, arch, threads)], seconds=window_seconds, gap_seconds=0.5)[0]
 
 
 def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True,

@@ -78,8 +78,7 @@ def summarize(folder: str | Path) -> dict:
     if best is not None:
         row.update(arch_id=best.arch_id, accuracy=best.metrics.get(objective.accuracy),
                    latency_ms=best.metrics.get(objective.latency), measured_ms=best.metrics.get("measured_latency_ms"))
-    saved = run.load_strategy() or {}
-    report = saved.get("state", {}).get("report") if isinstance(saved.get("state"), dict) else None
+    report = ((run.load_strategy() or {}).get("state") or {}).get("report")
     if report:  # DARTS: where the derivation landed against the target
         row.update(width=report.get("width"), derived_table_ms=report.get("derived_table_ms"),
                    derived_measured_ms=report.get("measured_ms"))
