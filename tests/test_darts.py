@@ -122,15 +122,19 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
                                                               key=lambda ms: abs(ms / target - 1))
 
 
-def test_auto_width_puts_the_target_nearest_the_middle_of_its_range():
-    from nas.strategies.darts import choose_width
+def test_auto_width_is_the_widest_with_headroom_under_the_target():
+    from nas.strategies.darts import WIDTH_HEADROOM, choose_width
 
     space = get_space("cpu_detector")  # the committed table's settings
     table = LatencyTable.default(space, 1)
     _, ranges = choose_width(space, table, 3.0, DEFAULT_FIXED, KINDS)
     assert set(ranges) == {"0.5", "0.75", "1.0"} and all(0 < lo < hi for lo, hi in ranges.values())
-    for width, (lo, hi) in ranges.items():  # a range's own log-middle picks that range's width
-        assert choose_width(space, table, (lo * hi) ** 0.5, DEFAULT_FIXED, KINDS)[0] == float(width)
+    for width, (lo, _) in ranges.items():
+        target = lo * WIDTH_HEADROOM * 1.01  # this width fits; any wider one must not
+        wider_fit = [float(w) for w, (l2, _) in ranges.items() if float(w) > float(width) and l2 * WIDTH_HEADROOM <= target]
+        assert choose_width(space, table, target, DEFAULT_FIXED, KINDS)[0] == max([float(width)] + wider_fit)
+    narrowest = min(ranges, key=float)
+    assert choose_width(space, table, 0.01, DEFAULT_FIXED, KINDS)[0] == float(narrowest)  # nothing fits
     with pytest.raises(Exception, match="width"):
         DartsStrategy(space, Objective(mode="soft", target_ms=1.0), width=0.6)
 

@@ -219,14 +219,27 @@ class ExpectedLatency:
         return self.fixed_ms() + float(lo), self.fixed_ms() + float(hi)
 
 
+# The target must be at least this multiple of a width's cheapest network, so that the
+# search still has choices to make at that width instead of being pinned to the cheapest
+# op everywhere.
+WIDTH_HEADROOM = 1.5
+
+
 def choose_width(space: SearchSpace, table, target_ms: float, fixed: Mapping[str, Any], kinds) -> tuple[float, dict]:
-    """The width whose table latency range puts ``target_ms`` nearest its (log) middle,
-    and every width's range (for the report)."""
+    """The widest width whose cheapest network (table latency) is at most
+    ``target_ms / WIDTH_HEADROOM`` (the narrowest when none is), and every width's
+    range (for the report).
+
+    Why the widest: at an equal latency a wider, shallower network has more parameters,
+    and short training rewards that (session 2's benchmark: DARTS at width 0.5 reached
+    mAP@.5 0.029 where evolution's winners, mostly at widths 0.75-1.0, reached 0.06-0.09).
+    """
     ranges = {}
     for width in space.decisions()[f"{STAGES[0].name}.width"]:
         net = DartsSupernet(space, width, fixed, kinds)
         ranges[width] = ExpectedLatency(net, table).range_ms(net.valid)
-    best = min(ranges, key=lambda w: abs(math.log(target_ms) - 0.5 * sum(math.log(x) for x in ranges[w])))
+    fitting = [w for w, (lo, _) in ranges.items() if lo * WIDTH_HEADROOM <= target_ms]
+    best = max(fitting) if fitting else min(ranges)
     return best, {str(w): [round(lo, 3), round(hi, 3)] for w, (lo, hi) in ranges.items()}
 
 
