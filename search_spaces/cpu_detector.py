@@ -15,6 +15,7 @@ table, the predictor and the real model can never disagree on what the network i
 from __future__ import annotations
 
 import math
+from functools import partial
 from dataclasses import dataclass
 
 from torch import nn
@@ -62,6 +63,11 @@ def _down(n: int, stride: int) -> int:
     return math.ceil(n / stride)
 
 
+def _block_spec(kind: str, params: tuple, role: str, c: int, h: int, w: int, cout: int, stride: int) -> list[OpSpec]:
+    """The one op of a backbone block (``op_groups``' lazy maker)."""
+    return [OpSpec.make(kind, [(1, c, h, w)], role, cout=cout, stride=stride, **dict(params))]
+
+
 @register_space("cpu_detector")
 class CpuDetectorSpace(SearchSpace):
     """The default detector space. Settings: ``num_classes``, ``input_size`` and
@@ -88,6 +94,7 @@ class CpuDetectorSpace(SearchSpace):
         self.block_kinds = tuple(block_kinds)
         self.fixed_act = fixed_act
         self._decisions = self._make_decisions()
+        self._walk_names = self._make_walk_names()
 
     def settings(self):
         # fixed_act only when changed: tables, checkpoints and ONNX files written before
@@ -115,6 +122,17 @@ class CpuDetectorSpace(SearchSpace):
         d["head.depth"] = list(HEAD_DEPTHS)
         d["head.kernel"] = list(KERNELS)
         return d
+
+    def _make_walk_names(self):
+        """Per stage: its width and depth decision names and, per block position, the
+        position name, its kind decision and each kind's param names and decision names.
+        Built once, because ``op_groups`` (every latency prediction) would otherwise
+        format ~100 names per architecture."""
+        return [(st, f"{st.name}.width", f"{st.name}.depth",
+                 [(p, f"{p}.kind", {kind: (tuple(BLOCK_PARAMS[kind]), tuple(f"{p}.{param}" for param in BLOCK_PARAMS[kind]))
+                                    for kind in self.block_kinds})
+                  for p in (f"{st.name}.b{b}" for b in range(max(st.depths)))])
+                for st in STAGES]
 
     def decisions(self):
         return {k: list(v) for k, v in self._decisions.items()}
@@ -154,17 +172,17 @@ class CpuDetectorSpace(SearchSpace):
             "conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act=self.fixed_act)])]
         c, h, w = STEM_WIDTH, _down(h, 2), _down(w, 2)
         features: list[tuple[int, int, int]] = []
-        for st in STAGES:
-            cout = make_divisible(st.base_width * s[f"{st.name}.width"])
-            for b in range(s[f"{st.name}.depth"]):
-                p = f"{st.name}.b{b}"
-                kind = s[f"{p}.kind"]
+        for st, width_name, depth_name, positions in self._walk_names:
+            cout = make_divisible(st.base_width * s[width_name])
+            for b, (p, kind_name, param_names) in enumerate(positions[:s[depth_name]]):
+                kind = s[kind_name]
                 stride = st.stride if b == 0 else 1
-                params = tuple((param, s[f"{p}.{param}"]) for param in BLOCK_PARAMS[kind])
-                groups.append(((kind, params, c, cout, h, w, stride), lambda kind=kind, params=params, c=c, h=h, w=w,
-                               p=p, cout=cout, stride=stride: [OpSpec.make(kind, [(1, c, h, w)], p, cout=cout,
-                                                                           stride=stride, **dict(params))]))
-                c, h, w = cout, _down(h, stride), _down(w, stride)
+                names, decision_names = param_names[kind]
+                params = tuple(zip(names, map(s.__getitem__, decision_names)))
+                groups.append(((kind, params, c, cout, h, w, stride), partial(_block_spec, kind, params, p, c, h, w, cout, stride)))
+                if stride != 1:
+                    h, w = _down(h, stride), _down(w, stride)
+                c = cout
             if st.name in FEATURE_STAGES:
                 features.append((c, h, w))
         return groups + self._neck_and_head_groups(s, features)
