@@ -10,8 +10,8 @@ parent / stage, so > 1 is faster; mAP@.5 change), and distill vs train (same sch
 same initial weights, only the loss differs).
 
 Artifacts (every stage's model.onnx / weights.pt, finish.md, finish.json) go to ``--out``.
-At the end every stage's ONNX file is timed again, all together in interleaved windows
-(``--retime OUT`` does only that for a finished run): the speed-ups to trust.
+Latencies are ``nas finish``'s: at the end it times every stage's ONNX file again, all
+together in interleaved windows (``--retime OUT`` does only that for an older run).
 
 Why that default: onnxruntime has no int8 h-swish, so in an h-swish network every
 activation leaves int8 and comes back (DequantizeLinear, HardSigmoid, Mul,
@@ -97,28 +97,25 @@ def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
 
 
 def retime(out: Path, threads: tuple[int, ...] = (1, 2), windows: int = 5) -> list[dict]:
-    """Every stage's ONNX file timed again, all stages round-robin in ``windows`` windows
-    (fastest kept), so the speed-ups compare models timed minutes apart no more: this
-    machine's speed drifts and has slow spells (BENCHMARKS.md, "Timing on this machine").
-    Returns the stages with ``retimed_ms@<t>t``; prints them with the speed-ups."""
+    """``nas.finishing.measure.retime_stages`` on a finished run folder (for a run made
+    before ``finish`` re-timed its stages itself), then the speed-ups printed."""
     import json
 
-    from latency_tables.runtime import ort_session, random_feeds, time_interleaved
+    from nas.finishing.measure import retime_stages
 
-    stages = json.loads((out / "finish.json").read_text())["stages"]
-    for t in threads:
-        sessions = [ort_session(str(out / st["onnx"]), t) for st in stages]
-        for st, timing in zip(stages, time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows)):
-            st[f"retimed_ms@{t}t"] = timing.ms
+    stages = retime_stages(out, json.loads((out / "finish.json").read_text())["stages"], threads, windows)
+    print_speedups(stages, threads)
+    return stages
+
+
+def print_speedups(stages: list[dict], threads: tuple[int, ...]) -> None:
     by_name = {st["stage"]: st for st in stages}
-    print(f"\nre-timed together ({windows} interleaved windows, fastest kept):")
-    print(f"{'stage':<16} {'parent':<8} " + " ".join(f"{t}T ms".rjust(8) for t in threads) + "   speed-up vs parent")
+    print(f"\n{'stage':<16} {'parent':<8} " + " ".join(f"{t}T ms".rjust(8) for t in threads) + "   speed-up vs parent")
     for st in stages:
         parent = by_name.get(st.get("parent") or "")
-        ups = "  ".join(f"{t}T x{parent[f'retimed_ms@{t}t'] / st[f'retimed_ms@{t}t']:.2f}" for t in threads) if parent else ""
+        ups = "  ".join(f"{t}T x{parent[f'latency_ms@{t}t'] / st[f'latency_ms@{t}t']:.2f}" for t in threads) if parent else ""
         print(f"{st['stage']:<16} {st.get('parent') or '-':<8} "
-              + " ".join(f"{st[f'retimed_ms@{t}t']:8.2f}" for t in threads) + f"   {ups}   mAP@.5 {st['map50']:.3f}")
-    return stages
+              + " ".join(f"{st[f'latency_ms@{t}t']:8.2f}" for t in threads) + f"   {ups}   mAP@.5 {st['map50']:.3f}")
 
 
 def main(argv=None) -> int:
@@ -144,7 +141,6 @@ def main(argv=None) -> int:
     print("\n" + format_table(result.rows, cfg.measure.threads) + "\n")
     print("\n".join(comparisons(result.rows, cfg.measure.threads)))
     print(f"\n{result.out / 'finish.md'}  ({result.seconds:.0f} s)")
-    retime(result.out, cfg.measure.threads)
     return 0
 
 

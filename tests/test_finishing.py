@@ -206,6 +206,8 @@ def test_finish_writes_and_measures_every_stage(finished):
     for r in rows.values():
         assert 0.0 <= r["map50"] <= 1.0 and 0.0 <= r["map"] <= r["map50"] + 1e-9
         assert r["latency_ms@1t"] > 0 and r["latency_ms@2t"] > 0 and r["size_mb"] > 0 and r["flops"] > 0
+        # Re-timed together at the end; the stage's own first measurement is kept beside it.
+        assert r["first_latency_ms@1t"] > 0 and r["first_latency_ms@2t"] > 0
     assert rows["prune"]["params"] < rows["distill"]["params"] == rows["train"]["params"]
     assert rows["prune"]["parent"] == "distill" and rows["int8-minmax"]["parent"] == "prune"
     assert rows["distill"]["parent"] == "input"  # default init: same start as train, for a fair comparison

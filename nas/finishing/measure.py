@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from latency_tables.runtime import ort_session, random_feeds, time_session
+from latency_tables.runtime import ort_session, random_feeds, time_interleaved, time_session
 
 from .config import MeasureOptions
 
@@ -51,6 +51,24 @@ def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, flo
         row[f"latency_ms@{threads}t"] = timing.ms
     row["size_mb"] = Path(path).stat().st_size / 1e6
     return row
+
+
+def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows: int = 5) -> list[dict]:
+    """Time every stage's ONNX file (``out / row["onnx"]``) again, all stages round-robin
+    in ``windows`` windows per thread count, fastest window kept, and put the results in
+    ``latency_ms@<t>t`` (the per-stage measurement moves to ``first_latency_ms@<t>t``).
+
+    Why: each stage was timed when it was made, minutes apart, and this machine's speed
+    has slow spells and drifts (BENCHMARKS.md, "Timing on this machine"); timed together,
+    the stages' speed-ups compare like with like. Returns ``rows`` (updated in place).
+    """
+    for t in threads:
+        sessions = [ort_session(str(Path(out) / row["onnx"]), t) for row in rows]
+        timings = time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows)
+        for row, timing in zip(rows, timings):
+            row.setdefault(f"first_latency_ms@{t}t", row[f"latency_ms@{t}t"])
+            row[f"latency_ms@{t}t"] = timing.ms
+    return rows
 
 
 def count_model(model: torch.nn.Module, input_hw: tuple[int, int]) -> dict[str, float]:
