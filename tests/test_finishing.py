@@ -242,6 +242,19 @@ def test_finish_cli_from_a_run_folder(tmp_path, tiny, tiny_data3, finish_yaml):
     assert "| prune |" in res.stdout
 
 
+def test_finish_from_a_stage_checkpoint(finished, finish_yaml, tmp_path):
+    """A finishing stage's weights.pt (here the pruned module) is a source of its own:
+    int8 of an earlier stage without re-running the passes before it."""
+    weights = finished.out / "prune" / "weights.pt"
+    source, cfg = load_source(str(weights), finish_yaml, passes=("int8",))
+    assert source.trained and source.description == f"checkpoint {weights}"
+    res = run_nas("finish", weights, "--passes", "int8", "--config", finish_yaml, "--out", tmp_path / "q", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "q" / "finish.json").read_text())["stages"]
+    assert [r["stage"] for r in rows][0] == "input" and rows[0]["params"] == finished.rows[4]["params"]  # the pruned net
+    assert all(r["stage"].startswith("int8-") and r["parent"] == "input" for r in rows[1:])
+
+
 def test_predict_writes_boxes_json_and_drawn_image(finished, tmp_path):
     from PIL import Image
 

@@ -6,11 +6,11 @@ from nas.commands.space import _space_settings, with_settings
 
 
 @command("finish", help="finishing passes on a run's best or an architecture: train, distill, prune, int8; re-measured")
-@arg("source", metavar="RUN|ARCH", help="run folder (best/arch.json + best/weights.pt) or an architecture "
-                                         "(file, JSON, compact string, reference name)")
+@arg("source", metavar="RUN|CHECKPOINT|ARCH", help="run folder (best/arch.json + best/weights.pt), a trained "
+     "weights.pt (a run's or a finishing stage's) or an architecture (file, JSON, compact string, reference name)")
 @arg("--passes", default=None, help="comma-separated, run in this order (default: train,distill,prune,int8)")
 @arg("--config", default=None, help="finishing YAML: data:, train:, measure:, space:, and one block per pass")
-@arg("--out", default=None, help="output folder (default: RUN/finish, or runs/finish-<arch id>)")
+@arg("--out", default=None, help="output folder (default: RUN/finish, CHECKPOINT's folder/finish, or runs/finish-<arch id>)")
 @arg("--no-progress", action="store_true", help="no training progress bars")
 @with_settings
 def finish_command(args):

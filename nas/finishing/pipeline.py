@@ -106,6 +106,16 @@ def source_from_arch(text: str, cfg: FinishConfig) -> FinishSource:
                         f"(untrained, seed {cfg.train.seed})", False, Path("runs") / f"finish-{arch.id[:12]}")
 
 
+def source_from_checkpoint(path: Path, cfg: FinishConfig) -> FinishSource:
+    """A trained model file (``weights.pt`` of a run's best/ or of a finishing stage,
+    pruned ones included): its architecture and space settings come from the file."""
+    model, arch, space = load_model(path)  # its errors name the file
+    if cfg.space and cfg.space != space.settings():
+        raise InputError(f"the space settings of a checkpoint come from it ({space.settings()}); "
+                         f"the config or flags ask for {cfg.space}")
+    return FinishSource(arch, space, model, f"checkpoint {path}", True, path.parent / "finish")
+
+
 def _looks_like_path(text: str) -> bool:
     # Architectures are JSON ("{..."), compact strings ("space|..." / "space:...") or names.
     return not text.lstrip().startswith("{") and not re.search(r"[|:]", text) and (
@@ -114,10 +124,11 @@ def _looks_like_path(text: str) -> bool:
 
 def load_source(text: str, config_path: str | Path | None = None,
                 settings: dict | None = None, passes: tuple[str, ...] | None = None) -> tuple[FinishSource, FinishConfig]:
-    """(source, resolved config) for ``nas finish RUN|ARCH``.
+    """(source, resolved config) for ``nas finish RUN|CHECKPOINT|ARCH``.
 
-    A folder is a run folder; anything else an architecture. ``settings`` (CLI flags)
-    override the config's space settings; ``passes`` its pass list.
+    A folder is a run folder; a ``.pt`` file a model checkpoint (``weights.pt``);
+    anything else an architecture. ``settings`` (CLI flags) override the config's space
+    settings; ``passes`` its pass list.
     """
     path = Path(text)
     if path.is_dir():
@@ -134,7 +145,12 @@ def load_source(text: str, config_path: str | Path | None = None,
         except ValueError as exc:
             raise InputError(f"--passes: {exc}") from None
         cfg = dataclasses.replace(cfg, passes=tuple(passes))
-    source = source_from_run(path, cfg) if path.is_dir() else source_from_arch(text, cfg)
+    if path.is_dir():
+        source = source_from_run(path, cfg)
+    elif path.suffix == ".pt" and path.is_file():
+        source = source_from_checkpoint(path, cfg)
+    else:
+        source = source_from_arch(text, cfg)
     return source, dataclasses.replace(cfg, space=source.space.settings())
 
 
