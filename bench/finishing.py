@@ -9,6 +9,11 @@ table, then per stage the comparison with the stage it was made from (latency ra
 parent / stage, so > 1 is faster; mAP@.5 change), and distill vs train (same schedule,
 same initial weights, only the loss differs).
 
+Then int8 once more, of the unpruned ``train`` stage (``nas finish OUT/train/weights.pt
+--passes int8``, into ``OUT/int8-of-train``): int8 against the fp32 network it came
+from, without pruning in between (pruning shrinks the convolutions int8 speeds up, so
+int8 of a pruned network gains less).
+
 Artifacts (every stage's model.onnx / weights.pt, finish.md, finish.json) go to ``--out``.
 Latencies are ``nas finish``'s: at the end it times every stage's ONNX file again, all
 together in interleaved windows (``--retime OUT`` does only that for an older run).
@@ -141,6 +146,14 @@ def main(argv=None) -> int:
     print("\n" + format_table(result.rows, cfg.measure.threads) + "\n")
     print("\n".join(comparisons(result.rows, cfg.measure.threads)))
     print(f"\n{result.out / 'finish.md'}  ({result.seconds:.0f} s)")
+
+    print("\n== int8 of the unpruned train stage")
+    source, cfg8 = load_source(str(result.out / "train" / "weights.pt"), passes=("int8",))
+    cfg8 = dataclasses.replace(cfg8, data=cfg.data, measure=cfg.measure, pass_options=cfg.pass_options)
+    result8 = finish(source, cfg8, result.out / "int8-of-train")
+    print("\n" + format_table(result8.rows, cfg.measure.threads) + "\n")
+    print("\n".join(comparisons(result8.rows, cfg.measure.threads)))
+    print(f"\n{result8.out / 'finish.md'}  ({result8.seconds:.0f} s)")
     return 0
 
 
