@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,17 +45,33 @@ def grid(targets: list[float] | None = None, seeds: list[int] | None = None) -> 
     return out
 
 
+ERROR_FILE = "error.txt"  # in a variant's folder: why its last attempt failed
+
+
 def run_variant(base: dict, overrides: dict, folder: str | Path, progress: bool = False) -> dict:
-    """Run (or resume) one variant's search to its end in ``folder``; return its summary."""
+    """Run (or resume) one variant's search to its end in ``folder``; return its summary.
+
+    An exception is written to ``folder/error.txt`` (first line: type and message, then
+    the traceback) and raised again, so ``sweep.md`` can say why a variant stopped
+    whichever runner ran it; a later successful attempt removes the file."""
+    import traceback
+
     from .engine import Engine
 
     folder = Path(folder)
-    if (folder / "trials.jsonl").exists():
-        engine = Engine.resume(folder, progress=progress)
-    else:
-        cfg = config_from_dict(apply_overrides(base, {**overrides, "runner.name": "local"}), f"variant {folder.name}")
-        engine = Engine.new(cfg, folder, progress=progress)
-    engine.run("local")
+    try:
+        if (folder / "trials.jsonl").exists():
+            engine = Engine.resume(folder, progress=progress)
+        else:
+            cfg = config_from_dict(apply_overrides(base, {**overrides, "runner.name": "local"}), f"variant {folder.name}")
+            engine = Engine.new(cfg, folder, progress=progress)
+        engine.run("local")
+    except Exception as exc:
+        folder.mkdir(parents=True, exist_ok=True)
+        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        (folder / ERROR_FILE).write_text(first + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        raise
+    (folder / ERROR_FILE).unlink(missing_ok=True)
     return summarize(folder)
 
 
@@ -65,15 +82,17 @@ def summarize(folder: str | Path) -> dict:
 
     folder = Path(folder)
     run = RunFolder(folder)
+    error = folder / ERROR_FILE
+    failed = f"failed: {error.read_text(encoding='utf-8').splitlines()[0][:200]}" if error.is_file() else None
     if not (folder / "config.yaml").exists():
-        return {"variant": folder.name, "status": "not started"}
+        return {"variant": folder.name, "status": failed or "not started"}
     cfg = run.config()
     objective = cfg.make_objective()
     records = run.read()
     search = [r for r in records if r.reference is None and r.status != "duplicate"]
     best = best_trial(records, objective)
     row = {"variant": folder.name, "target_ms": objective.target_ms, "seed": cfg.seed,
-           "status": "done" if (folder / "report.md").exists() else "incomplete", "trials": len(search),
+           "status": "done" if (folder / "report.md").exists() else failed or "incomplete", "trials": len(search),
            "wall_s": round(max((r.elapsed for r in records), default=0.0), 1)}
     if best is not None:
         row.update(arch_id=best.arch_id, accuracy=best.metrics.get(objective.accuracy),
@@ -125,10 +144,14 @@ class Sweep:
         if runner == "ray":
             self._run_ray(todo, address, max_concurrent, cpus_per_trial, max_failures)
         elif runner == "local":
-            for v in todo:
+            for v in todo:  # as on Ray, a failing variant does not stop the others
                 if progress:
                     print(f"variant {v.name}", flush=True)
-                run_variant(self.base, v.overrides, self.out / v.name, progress=progress)
+                try:
+                    run_variant(self.base, v.overrides, self.out / v.name, progress=progress)
+                except Exception as exc:
+                    print(f"variant {v.name} failed ({type(exc).__name__}: {exc}); see {self.out / v.name / ERROR_FILE}",
+                          file=sys.stderr, flush=True)
         else:
             raise InputError(f"unknown sweep runner {runner!r}; choose local or ray")
         rows = [summarize(self.out / v.name) for v in self.variants]

@@ -50,6 +50,26 @@ def test_interrupted_variant_is_completed_on_resume(tmp_path):
     assert after[:len(first)] == first                # the finished trials were kept, not re-run
 
 
+def test_failed_variant_is_reported_and_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    from nas.engine import Engine
+
+    real_run = Engine.run
+
+    def run(self, *args, **kwargs):
+        if self.folder.path.name == "t15-s0":
+            raise RuntimeError("worker ran out of memory")
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "run", run)
+    rows = Sweep.new(tmp_path / "sw", BASE, grid([15.0, 25.0], [0])).run("local", progress=False)
+    assert rows[0]["status"] == "failed: RuntimeError: worker ran out of memory" and rows[1]["status"] == "done"
+    assert "variant t15-s0 failed" in capsys.readouterr().err
+    assert "| t15-s0 | 15 | failed: RuntimeError: worker ran out of memory |" in (tmp_path / "sw" / "sweep.md").read_text()
+    monkeypatch.setattr(Engine, "run", real_run)  # the cause is gone: a resume completes it and clears the error
+    rows = Sweep.resume(tmp_path / "sw").run("local", progress=False)
+    assert [r["status"] for r in rows] == ["done", "done"] and not (tmp_path / "sw" / "t15-s0" / "error.txt").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--out", "X"], "give --targets"),
     (["sweep", "--targets", "2,x", "--out", "X"], "--targets expects comma-separated numbers"),
