@@ -31,9 +31,9 @@ if it misses the target by more than 5% the derivation is repeated against a tab
 target corrected by the measured/table ratio of that network; the closest is kept.
 
 Widths and the neck/head are not searched here (FBNet's fixed macro-architecture): they
-come from the options ``width`` and ``fixed``. ``width: auto`` takes the space's width
-whose latency range (all-cheapest to all-dearest choices, from the table) puts the
-target nearest its middle on a log scale, so one config serves targets across the range.
+come from the options ``width`` and ``fixed``. ``width: auto`` takes the widest width
+whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`), so
+one config serves targets across the range.
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
