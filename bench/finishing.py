@@ -69,7 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-val", type=int, default=128, help="generated validation images")
     p.add_argument("--steps", type=int, default=DEFAULT_TRAIN.steps, help="train/distill/teacher steps (prune fine-tunes half)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size)
-    p.add_argument("--teacher-steps", type=int, default=None, help="teacher steps (default: --steps)")
+    p.add_argument("--teacher-steps", type=int, default=None,
+                   help="teacher steps (default: 3x --steps: a teacher must beat the student to teach it; at equal "
+                        "steps the larger teacher trains slower and lost, 0.157 vs 0.273 mAP@.5 in session 2)")
     p.add_argument("--ratio", type=float, default=0.5, help="fraction of internal channels kept by pruning")
     p.add_argument("--calibration-images", type=int, default=64)
     p.add_argument("--methods", default="minmax,entropy,percentile", help="int8 calibration methods")
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         "train": {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                   "warmup_steps": min(DEFAULT_TRAIN.warmup_steps, max(1, args.steps // 10))},
         "measure": {"min_runs": args.min_runs, "min_seconds": args.min_seconds},
-        "distill": {"teacher_arch": args.teacher_arch, "teacher_steps": args.teacher_steps},
+        "distill": {"teacher_arch": args.teacher_arch, "teacher_steps": args.teacher_steps or 3 * args.steps},
         "prune": {"ratio": args.ratio},
         "int8": {"calibration_images": args.calibration_images, "methods": args.methods.split(",")},
     }, cfg, "bench options")
