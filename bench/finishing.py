@@ -4,7 +4,7 @@ One architecture of ``cpu_detector`` (``--arch``, default the search-space refer
 ``mobilenetv2_like_w1.0`` with a ReLU stem and neck, ``--fixed-act relu``) goes through
 the four passes on the built-in generated dataset;
 every stage is exported and measured as deployed (mAP of the ONNX file in onnxruntime,
-median latency at 1 and 2 threads, size, params, FLOPs). Printed: the command line, the
+latency at 1 and 2 threads, size, params, FLOPs). Printed: the command line, the
 table, then per stage the comparison with the stage it was made from (latency ratio =
 parent / stage, so > 1 is faster; mAP@.5 change), and distill vs train (same schedule,
 same initial weights, only the loss differs).
@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=256)
     p.add_argument("--n-train", type=int, default=512, help="generated training images")
     p.add_argument("--n-val", type=int, default=128, help="generated validation images")
-    p.add_argument("--steps", type=int, default=DEFAULT_TRAIN.steps, help="train/distill/teacher steps (prune fine-tunes half)")
+    p.add_argument("--steps", type=int, default=DEFAULT_TRAIN.steps, help="train/distill steps (prune fine-tunes half)")
     p.add_argument("--batch-size", type=int, default=DEFAULT_TRAIN.batch_size)
     p.add_argument("--teacher-steps", type=int, default=None,
                    help="teacher steps (default: 3x --steps: a teacher must beat the student to teach it; at equal "
@@ -103,14 +103,16 @@ def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
     return lines
 
 
-def retime(out: Path, threads: tuple[int, ...] = (1, 2), windows: int = 5) -> list[dict]:
+def retime(out: Path, windows: int = 5) -> list[dict]:
     """``nas.finishing.measure.retime_stages`` on a finished run folder (for a run made
     before ``finish`` re-timed its stages itself), then the speed-ups printed."""
     import json
 
     from nas.finishing.measure import retime_stages
 
-    stages = retime_stages(out, json.loads((out / "finish.json").read_text())["stages"], threads, windows)
+    finished = json.loads((out / "finish.json").read_text())
+    threads = tuple(finished["config"]["measure"]["threads"])
+    stages = retime_stages(out, finished["stages"], threads, windows)
     print_speedups(stages, threads)
     return stages
 
@@ -140,7 +142,7 @@ def main(argv=None) -> int:
         "train": {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                   "warmup_steps": min(DEFAULT_TRAIN.warmup_steps, max(1, args.steps // 10))},
         "measure": {"min_runs": args.min_runs, "min_seconds": args.min_seconds},
-        "distill": {"teacher_arch": args.teacher_arch, "teacher_steps": args.teacher_steps or 3 * args.steps},
+        "distill": {"teacher_arch": args.teacher_arch, "teacher_steps": 3 * args.steps if args.teacher_steps is None else args.teacher_steps},
         "prune": {"ratio": args.ratio},
         "int8": {"calibration_images": args.calibration_images, "methods": args.methods.split(",")},
     }, cfg, "bench options")
@@ -150,8 +152,7 @@ def main(argv=None) -> int:
     print(f"\n{result.out / 'finish.md'}  ({result.seconds:.0f} s)")
 
     print("\n== int8 of the unpruned train stage")
-    source, cfg8 = load_source(str(result.out / "train" / "weights.pt"), passes=("int8",))
-    cfg8 = dataclasses.replace(cfg8, data=cfg.data, measure=cfg.measure, pass_options=cfg.pass_options)
+    source, cfg8 = load_source(str(result.out / "train" / "weights.pt"), passes=("int8",))  # this run's config
     result8 = finish(source, cfg8, result.out / "int8-of-train")
     print("\n" + format_table(result8.rows, cfg.measure.threads) + "\n")
     print("\n".join(comparisons(result8.rows, cfg.measure.threads)))

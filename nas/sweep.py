@@ -68,8 +68,10 @@ def run_variant(base: dict, overrides: dict, folder: str | Path, progress: bool 
         engine.run("local")
     except Exception as exc:
         folder.mkdir(parents=True, exist_ok=True)
-        first = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        (folder / ERROR_FILE).write_text(first + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        first = (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
+        tmp = folder / (ERROR_FILE + ".tmp")
+        tmp.write_text(first + "\n\n" + traceback.format_exc(), encoding="utf-8")
+        tmp.replace(folder / ERROR_FILE)
         raise
     (folder / ERROR_FILE).unlink(missing_ok=True)
     return summarize(folder)
@@ -83,7 +85,10 @@ def summarize(folder: str | Path) -> dict:
     folder = Path(folder)
     run = RunFolder(folder)
     error = folder / ERROR_FILE
-    failed = f"failed: {error.read_text(encoding='utf-8').splitlines()[0][:200]}" if error.is_file() else None
+    failed = None
+    if error.is_file():  # first line only, and no "|": it goes into a markdown table cell
+        first = (error.read_text(encoding="utf-8", errors="replace").splitlines() or ["unknown error"])[0]
+        failed = "failed: " + first[:200].replace("|", "\\|")
     if not (folder / "config.yaml").exists():
         return {"variant": folder.name, "status": failed or "not started"}
     cfg = run.config()

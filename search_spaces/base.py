@@ -93,24 +93,24 @@ class SearchSpace(ABC):
         return Architecture(self.name, sample)
 
     # ----- validation ------------------------------------------------------------------
-    def _allowed(self) -> frozenset:
-        """Every allowed ``(decision, type, choice)``, built once: validation is on every
-        hot path (each latency prediction). The type is there because bool is an int
-        subclass: True must not pass for 1."""
+    def _allowed(self) -> tuple[frozenset, int]:
+        """(every allowed ``(decision, type, choice)``, the number of decisions), built
+        once: validation is on every hot path (each latency prediction). The type is
+        there because bool is an int subclass: True must not pass for 1. One tuple, so
+        a thread never sees half of it."""
         cached = self.__dict__.get("_allowed_cache")
         if cached is None:
-            cached = frozenset((k, type(c), c) for k, v in self.decisions().items() for c in v)
+            decisions = self.decisions()
+            cached = (frozenset((k, type(c), c) for k, v in decisions.items() for c in v), len(decisions))
             self.__dict__["_allowed_cache"] = cached
-            self.__dict__["_n_decisions"] = len(self.decisions())
         return cached
 
     def validate(self, arch: Architecture) -> None:
         if arch.space != self.name:
             raise ArchitectureError(f"field 'space' is {arch.space!r} but this space is {self.name!r}")
-        allowed = self._allowed()
+        allowed, n_decisions = self._allowed()
         sample = arch.sample
-        if len(sample) == self.__dict__["_n_decisions"] and allowed.issuperset(
-                [(k, type(v), v) for k, v in sample.items()]):
+        if len(sample) == n_decisions and allowed.issuperset([(k, type(v), v) for k, v in sample.items()]):
             return  # the common case, checked in one pass; the slow path below explains errors
         decisions = self.decisions()
         missing = [k for k in decisions if k not in arch.sample]

@@ -15,8 +15,9 @@ table, the predictor and the real model can never disagree on what the network i
 from __future__ import annotations
 
 import math
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
 
 from torch import nn
 
@@ -61,6 +62,19 @@ DEFAULT_BLOCK_KINDS = ("dsconv", "ir", "shuffle", "ghost")
 
 def _down(n: int, stride: int) -> int:
     return math.ceil(n / stride)
+
+
+class _BlockNames(NamedTuple):
+    role: str                                   # "s2.b1"
+    kind_key: str                               # "s2.b1.kind"
+    params_by_kind: dict[str, tuple[tuple[str, ...], tuple[str, ...]]]   # kind -> (param names, decision keys)
+
+
+class _StageNames(NamedTuple):
+    stage: "StageDef"
+    width_key: str
+    depth_key: str
+    blocks: list[_BlockNames]                   # one per position up to the stage's maximum depth
 
 
 def _block_spec(kind: str, params: tuple, role: str, c: int, h: int, w: int, cout: int, stride: int) -> list[OpSpec]:
@@ -123,15 +137,14 @@ class CpuDetectorSpace(SearchSpace):
         d["head.kernel"] = list(KERNELS)
         return d
 
-    def _make_walk_names(self):
-        """Per stage: its width and depth decision names and, per block position, the
-        position name, its kind decision and each kind's param names and decision names.
-        Built once, because ``op_groups`` (every latency prediction) would otherwise
-        format ~100 names per architecture."""
-        return [(st, f"{st.name}.width", f"{st.name}.depth",
-                 [(p, f"{p}.kind", {kind: (tuple(BLOCK_PARAMS[kind]), tuple(f"{p}.{param}" for param in BLOCK_PARAMS[kind]))
-                                    for kind in self.block_kinds})
-                  for p in (f"{st.name}.b{b}" for b in range(max(st.depths)))])
+    def _make_walk_names(self) -> list["_StageNames"]:
+        """The decision names ``op_groups`` reads, built once: every latency prediction
+        walks an architecture, and formatting ~100 names each time cost a third of it."""
+        return [_StageNames(st, f"{st.name}.width", f"{st.name}.depth",
+                            [_BlockNames(role, f"{role}.kind",
+                                         {kind: (tuple(BLOCK_PARAMS[kind]), tuple(f"{role}.{p}" for p in BLOCK_PARAMS[kind]))
+                                          for kind in self.block_kinds})
+                             for role in (f"{st.name}.b{b}" for b in range(max(st.depths)))])
                 for st in STAGES]
 
     def decisions(self):
@@ -172,14 +185,15 @@ class CpuDetectorSpace(SearchSpace):
             "conv", [(1, 3, h, w)], "stem", cout=STEM_WIDTH, kernel=3, stride=2, act=self.fixed_act)])]
         c, h, w = STEM_WIDTH, _down(h, 2), _down(w, 2)
         features: list[tuple[int, int, int]] = []
-        for st, width_name, depth_name, positions in self._walk_names:
-            cout = make_divisible(st.base_width * s[width_name])
-            for b, (p, kind_name, param_names) in enumerate(positions[:s[depth_name]]):
-                kind = s[kind_name]
+        for st, width_key, depth_key, blocks in self._walk_names:
+            cout = make_divisible(st.base_width * s[width_key])
+            for b, (role, kind_key, params_by_kind) in enumerate(blocks[:s[depth_key]]):
+                kind = s[kind_key]
                 stride = st.stride if b == 0 else 1
-                names, decision_names = param_names[kind]
-                params = tuple(zip(names, map(s.__getitem__, decision_names)))
-                groups.append(((kind, params, c, cout, h, w, stride), partial(_block_spec, kind, params, p, c, h, w, cout, stride)))
+                param_names, param_keys = params_by_kind[kind]
+                params = tuple(zip(param_names, map(s.__getitem__, param_keys)))
+                groups.append(((kind, params, c, cout, h, w, stride),
+                               partial(_block_spec, kind, params, role, c, h, w, cout, stride)))
                 if stride != 1:
                     h, w = _down(h, stride), _down(w, stride)
                 c = cout

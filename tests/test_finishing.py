@@ -242,16 +242,24 @@ def test_finish_cli_from_a_run_folder(tmp_path, tiny, tiny_data3, finish_yaml):
     assert "| prune |" in res.stdout
 
 
-def test_finish_from_a_stage_checkpoint(finished, finish_yaml, tmp_path):
+def finished_cfg_data(finished):
+    from evaluators.data import DataConfig
+
+    return DataConfig(**json.loads((finished.out / "finish.json").read_text())["config"]["data"])
+
+
+def test_finish_from_a_stage_checkpoint(finished, tmp_path):
     """A finishing stage's weights.pt (here the pruned module) is a source of its own:
     int8 of an earlier stage without re-running the passes before it."""
     weights = finished.out / "prune" / "weights.pt"
-    source, cfg = load_source(str(weights), finish_yaml, passes=("int8",))
-    assert source.trained and source.description == f"checkpoint {weights}"
-    res = run_nas("finish", weights, "--passes", "int8", "--config", finish_yaml, "--out", tmp_path / "q", "--no-progress")
+    source, cfg = load_source(str(weights), passes=("int8",))  # no --config: the finishing run's own
+    assert source.trained and source.description.startswith(f"checkpoint {weights} (a pruned module")
+    assert cfg.data == finished_cfg_data(finished) and cfg.measure.min_seconds == FAST_MEASURE["min_seconds"]
+    res = run_nas("finish", weights, "--passes", "int8", "--out", tmp_path / "q", "--no-progress")
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "q" / "finish.json").read_text())["stages"]
-    assert [r["stage"] for r in rows][0] == "input" and rows[0]["params"] == finished.rows[4]["params"]  # the pruned net
+    pruned = next(r for r in finished.rows if r["stage"] == "prune")
+    assert rows[0]["stage"] == "input" and rows[0]["params"] == pruned["params"] and "pruned module" in rows[0]["note"]
     assert all(r["stage"].startswith("int8-") and r["parent"] == "input" for r in rows[1:])
 
 

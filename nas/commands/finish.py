@@ -5,7 +5,7 @@ from nas.cli import arg, command
 from nas.commands.space import _space_settings, with_settings
 
 
-@command("finish", help="finishing passes on a run's best or an architecture: train, distill, prune, int8; re-measured")
+@command("finish", help="finishing passes on a run's best, a checkpoint or an architecture: train, distill, prune, int8; re-measured")
 @arg("source", metavar="RUN|CHECKPOINT|ARCH", help="run folder (best/arch.json + best/weights.pt), a trained "
      "weights.pt (a run's or a finishing stage's) or an architecture (file, JSON, compact string, reference name)")
 @arg("--passes", default=None, help="comma-separated, run in this order (default: train,distill,prune,int8)")

@@ -1,6 +1,8 @@
 """``nas search`` and ``nas report``."""
 from __future__ import annotations
 
+import sys
+
 from nas.cli import UsageError, arg, command
 
 
@@ -102,3 +104,7 @@ def sweep(args):
                   max_failures=runner.get("max_failures", 1), progress=not args.no_progress)
     print("\n" + format_rows(rows))
     print(f"\nsweep folder: {sw.out}   summary: {sw.out / 'sweep.md'}")
+    failed = [r["variant"] for r in rows if str(r.get("status", "")).startswith("failed")]
+    if failed:  # the others ran; the exit status still tells a script that not all did
+        print(f"{len(failed)} variant(s) failed: {', '.join(failed)} (see error.txt in each)", file=sys.stderr)
+        return 1

@@ -38,12 +38,17 @@ class MeasureOptions:
     threads: tuple[int, ...] = (1, 2)   # onnxruntime intra-op threads, one latency column each
     warmup: int = 10                    # untimed runs first (allocations, caches)
     min_runs: int = 50                  # timed runs: at least this many ...
-    min_seconds: float = 1.0            # ... and at least this long; the median is reported
+    min_seconds: float = 1.0            # ... and at least this long; their 20th percentile is reported
     eval_threads: int = 1               # threads of the session that computes mAP (not timed)
+    retime_windows: int = 5             # at the end all stages are timed again together in this many
+                                        # interleaved windows of min_seconds / 3 each (0: keep the
+                                        # per-stage timings)
 
     def __post_init__(self):
         if not self.threads or any(int(t) < 1 for t in self.threads):
             raise ValueError(f"threads must be a non-empty list of positive integers, got {self.threads!r}")
+        if self.retime_windows < 0:
+            raise ValueError(f"retime_windows must be >= 0, got {self.retime_windows}")
         object.__setattr__(self, "threads", tuple(int(t) for t in self.threads))
 
 

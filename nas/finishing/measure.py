@@ -40,7 +40,8 @@ def onnx_predictor(model: str | Path | bytes, threads: int = 1) -> Callable[[np.
 
 def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, float]:
     """``map``, ``map50`` of the ONNX model on ``val_data``, ``latency_ms@<t>t`` per thread
-    count (median, :func:`latency_tables.runtime.time_session`) and ``size_mb``."""
+    count (20th percentile of the timed runs, :func:`latency_tables.runtime.time_session`)
+    and ``size_mb``."""
     from evaluators.trainer import evaluate
 
     row = dict(evaluate(None, val_data, predict=onnx_predictor(path, options.eval_threads)))
@@ -53,10 +54,12 @@ def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, flo
     return row
 
 
-def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows: int = 5) -> list[dict]:
+def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows: int = 5,
+                  window_seconds: float = 0.3, warmup: int = 10) -> list[dict]:
     """Time every stage's ONNX file (``out / row["onnx"]``) again, all stages round-robin
-    in ``windows`` windows per thread count, fastest window kept, and put the results in
-    ``latency_ms@<t>t`` (the per-stage measurement moves to ``first_latency_ms@<t>t``).
+    in ``windows`` windows of ``window_seconds`` per thread count, fastest window kept,
+    and put the results in ``latency_ms@<t>t`` (the per-stage measurement moves to
+    ``first_latency_ms@<t>t``).
 
     Why: each stage was timed when it was made, minutes apart, and this machine's speed
     has slow spells and drifts (BENCHMARKS.md, "Timing on this machine"); timed together,
@@ -64,7 +67,8 @@ def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows
     """
     for t in threads:
         sessions = [ort_session(str(Path(out) / row["onnx"]), t) for row in rows]
-        timings = time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows)
+        timings = time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows,
+                                   seconds=window_seconds, warmup=warmup)
         for row, timing in zip(rows, timings):
             row.setdefault(f"first_latency_ms@{t}t", row[f"latency_ms@{t}t"])
             row[f"latency_ms@{t}t"] = timing.ms

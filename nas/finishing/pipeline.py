@@ -9,7 +9,7 @@ Output folder::
     finish.md, finish.json      one row per stage, rewritten after every stage
 
 Every row is measured on the stage's ONNX file: mAP through onnxruntime on the
-validation split, median latency per thread count, file size; params and FLOPs from
+validation split, latency per thread count, file size; params and FLOPs from
 the torch model (for int8, of the fp32 model it was quantised from). When the passes
 are done, all stages are timed again together (interleaved windows), and those
 latencies replace the per-stage ones, so speed-ups compare stages timed alike.
@@ -31,7 +31,7 @@ from torch import nn
 from search_spaces import Architecture, SearchSpace
 from search_spaces.errors import InputError
 
-from .config import PROXY_SCHEDULE_FACTOR, FinishConfig, load_finish_config
+from .config import PROXY_SCHEDULE_FACTOR, FinishConfig, finish_config, load_finish_config
 from .measure import retime_stages
 from .models import class_names_of, load_model
 from .passes import FinishContext, check_order, get_pass
@@ -100,26 +100,48 @@ def source_from_arch(text: str, cfg: FinishConfig) -> FinishSource:
     try:
         arch, space = resolve_architecture(text, cfg.space)
     except InputError as exc:
-        raise InputError(f"{text!r} is neither a run folder nor an architecture: {exc}") from None
+        raise InputError(f"{text!r} is neither a run folder, a checkpoint nor an architecture: {exc}") from None
     torch.manual_seed(cfg.train.seed)
     return FinishSource(arch, space, space.build(arch), f"architecture {text if len(text) < 80 else arch.id} "
                         f"(untrained, seed {cfg.train.seed})", False, Path("runs") / f"finish-{arch.id[:12]}")
+
+
+def checkpoint_base_config(path: Path) -> FinishConfig:
+    """Defaults for a checkpoint source, from where it was written: a run's
+    ``best/weights.pt`` -> the run's (as for the run folder); a finishing stage's
+    ``<out>/<stage>/weights.pt`` -> that finishing run's config (data, schedule,
+    measurement, pass options); anything else -> the built-in defaults."""
+    run, finished = path.parent.parent, path.parent.parent / "finish.json"
+    if path.parent.name == "best" and (run / "config.yaml").is_file():
+        return run_base_config(run)
+    if finished.is_file():
+        try:
+            config = json.loads(finished.read_text(encoding="utf-8"))["config"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise InputError(f"{finished} is corrupt ({exc}); its stage checkpoints cannot be finished further") from None
+        return finish_config({k: v for k, v in config.items() if k != "passes"}, where=str(finished))
+    return FinishConfig()
 
 
 def source_from_checkpoint(path: Path, cfg: FinishConfig) -> FinishSource:
     """A trained model file (``weights.pt`` of a run's best/ or of a finishing stage,
     pruned ones included): its architecture and space settings come from the file."""
     model, arch, space = load_model(path)  # its errors name the file
-    if cfg.space and cfg.space != space.settings():
-        raise InputError(f"the space settings of a checkpoint come from it ({space.settings()}); "
-                         f"the config or flags ask for {cfg.space}")
-    return FinishSource(arch, space, model, f"checkpoint {path}", True, path.parent / "finish")
+    settings = space.settings()
+    conflicts = {k: v for k, v in cfg.space.items() if k in settings and settings[k] != v}
+    if conflicts:
+        raise InputError(f"the space settings of a checkpoint come from it ({settings}); "
+                         f"the config or flags ask for {conflicts}")
+    described = f"checkpoint {path}"
+    if sum(p.numel() for p in model.parameters()) != sum(p.numel() for p in space.build(arch).parameters()):
+        described += " (a pruned module; the architecture shown is the one it was pruned from)"
+    return FinishSource(arch, space, model, described, True, path.parent / "finish")
 
 
 def _looks_like_path(text: str) -> bool:
     # Architectures are JSON ("{..."), compact strings ("space|..." / "space:...") or names.
     return not text.lstrip().startswith("{") and not re.search(r"[|:]", text) and (
-        "/" in text or "\\" in text or text.endswith((".json", ".yaml")))
+        "/" in text or "\\" in text or text.endswith((".json", ".yaml", ".pt")))
 
 
 def load_source(text: str, config_path: str | Path | None = None,
@@ -134,7 +156,9 @@ def load_source(text: str, config_path: str | Path | None = None,
     if path.is_dir():
         cfg = load_finish_config(config_path, run_base_config(path))
     elif _looks_like_path(text) and not path.exists():
-        raise InputError(f"{text} does not exist (expected a run folder or an architecture file)")
+        raise InputError(f"{text} does not exist (expected a run folder, a weights.pt checkpoint or an architecture file)")
+    elif path.suffix == ".pt":
+        cfg = load_finish_config(config_path, checkpoint_base_config(path))
     else:
         cfg = load_finish_config(config_path)
     if settings:
@@ -185,9 +209,10 @@ def finish(source: FinishSource, cfg: FinishConfig, out: str | Path, log: Callab
         spec = get_pass(name)
         log(f"== {name}: {spec.help}")
         model = spec.run(model, ctx, cfg.options(name))
-    if len(ctx.rows) > 1:
-        log(f"== re-timing all {len(ctx.rows)} stages together (interleaved windows)")
-        retime_stages(out, ctx.rows, cfg.measure.threads)
+    m = cfg.measure
+    if len(ctx.rows) > 1 and m.retime_windows:
+        log(f"== re-timing all {len(ctx.rows)} stages together ({m.retime_windows} interleaved windows)")
+        retime_stages(out, ctx.rows, m.threads, m.retime_windows, m.min_seconds / 3, m.warmup)
         ctx.on_change(ctx.rows)
     return FinishResult(out, ctx.rows, time.monotonic() - start)
 
@@ -235,9 +260,10 @@ def write_tables(out: Path, header: dict, rows: list[dict], threads: tuple[int, 
     md = [f"# Finishing: {header['source']}", "", f"    {header['compact']}" if header["compact"] else "", "",
           format_table(rows, threads), "",
           "mAP from the ONNX file in onnxruntime on the validation split; latency at batch 1 on "
-          f"{header['environment']['cpu']}: all stages timed together at the end, in interleaved windows of "
-          "onnxruntime runs, fastest window's median kept (while a run is in progress: each stage's own "
-          "median); params and FLOPs (torch counter, "
+          f"{header['environment']['cpu']}, the 20th percentile of timed onnxruntime runs "
+          + ("(all stages timed again together at the end, in interleaved windows, fastest window kept)"
+             if any(key.startswith("first_latency_ms@") for row in rows for key in row)
+             else "(each stage when it was made)") + "; params and FLOPs (torch counter, "
           "batch 1) of the torch model (int8: of the fp32 model it was quantised from).", ""]
     for name, text in (("finish.json", json.dumps(payload, indent=2) + "\n"), ("finish.md", "\n".join(md))):
         tmp = out / (name + ".tmp")

@@ -325,8 +325,16 @@ class DartsStrategy(Strategy):
         table = self._table()
         target = float(self.objective.target_ms)
         width, ranges = o["width"], {}
+        ck = None
+        if self.checkpoint_path and Path(self.checkpoint_path).exists():
+            ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if width == "auto":
             width, ranges = choose_width(self.space, table, target, self.fixed, self.kinds)
+            # A resumed search keeps the width it started with (the rule may have changed since).
+            width = ck["state"].get("width", width) if ck else width
+        elif ck and ck["state"].get("width", width) != width:
+            raise InputError(f"{self.checkpoint_path} was trained at width {ck['state']['width']}, the config asks for "
+                             f"{width}; set darts option width to {ck['state']['width']} or start a new run")
         net = DartsSupernet(self.space, width, self.fixed, self.kinds)
         expected = ExpectedLatency(net, table)
         train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
@@ -336,15 +344,18 @@ class DartsStrategy(Strategy):
         a_opt = torch.optim.Adam([net.alpha], lr=o["a_lr"], betas=(0.5, 0.999))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        state = {"step": 0, "lam": o["lam"], "history": []}
-        if self.checkpoint_path and Path(self.checkpoint_path).exists():
-            ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
-            net.load_state_dict(ck["net"])
+        state = {"step": 0, "lam": o["lam"], "history": [], "width": width}
+        if ck:
+            try:
+                net.load_state_dict(ck["net"])
+            except RuntimeError:  # a checkpoint from before widths were recorded, or other options
+                raise InputError(f"{self.checkpoint_path} does not fit the supernet at width {width} with these "
+                                 f"options (kinds, fixed); set the darts options it was trained with, or start a new run") from None
             w_opt.load_state_dict(ck["w_opt"])
             a_opt.load_state_dict(ck["a_opt"])
             gen.set_state(ck["gen"])
             rng.bit_generator.state = ck["rng"]
-            state = ck["state"]
+            state = {**ck["state"], "width": width}
         cfg = TrainConfig(batch_size=o["batch_size"], seed=self.seed)
         warmup = int(o["warmup_fraction"] * o["steps"])
         tau0, tau1 = o["tau"]
