@@ -104,27 +104,21 @@ def comparisons(rows: list[dict], threads: tuple[int, ...]) -> list[str]:
 
 
 def retime(out: Path, windows: int = 5) -> list[dict]:
-    """``nas.finishing.measure.retime_stages`` on a finished run folder (for a run made
-    before ``finish`` re-timed its stages itself), then the speed-ups printed."""
+    """For a run made before ``finish`` re-timed its stages itself: re-time them now
+    (``nas.finishing.measure.retime_stages``), rewrite finish.json / finish.md, and print
+    the table and comparisons as a fresh run does."""
     import json
 
     from nas.finishing.measure import retime_stages
+    from nas.finishing.pipeline import write_tables
 
     finished = json.loads((out / "finish.json").read_text())
     threads = tuple(finished["config"]["measure"]["threads"])
-    stages = retime_stages(out, finished["stages"], threads, windows)
-    print_speedups(stages, threads)
+    stages = retime_stages(out, finished.pop("stages"), threads, windows)
+    write_tables(out, finished, stages, threads)
+    print("\n" + format_table(stages, threads) + "\n")
+    print("\n".join(comparisons(stages, threads)))
     return stages
-
-
-def print_speedups(stages: list[dict], threads: tuple[int, ...]) -> None:
-    by_name = {st["stage"]: st for st in stages}
-    print(f"\n{'stage':<16} {'parent':<8} " + " ".join(f"{t}T ms".rjust(8) for t in threads) + "   speed-up vs parent")
-    for st in stages:
-        parent = by_name.get(st.get("parent") or "")
-        ups = "  ".join(f"{t}T x{parent[f'latency_ms@{t}t'] / st[f'latency_ms@{t}t']:.2f}" for t in threads) if parent else ""
-        print(f"{st['stage']:<16} {st.get('parent') or '-':<8} "
-              + " ".join(f"{st[f'latency_ms@{t}t']:8.2f}" for t in threads) + f"   {ups}   mAP@.5 {st['map50']:.3f}")
 
 
 def main(argv=None) -> int:
