@@ -110,6 +110,10 @@ def main(argv=None) -> int:
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": 1}) for t in targets]
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)
+    failed = [f"{r['variant']}: {r['status']}" for r in darts_rows if r.get("status") != "done"]
+    if failed:  # evolution's budgets are DARTS's wall-clock: without them there is nothing to compare
+        sys.exit(f"DARTS searches did not finish ({'; '.join(failed)}); see error.txt in {out / 'darts'}/<variant>, "
+                 f"then run the same command again (it resumes)")
     wall = {r["target_ms"]: r["wall_s"] for r in darts_rows}
 
     evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
