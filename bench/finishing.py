@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="mobilenetv2_like_w1.0", help="architecture: reference name, compact string or JSON")
     p.add_argument("--teacher-arch", default=TEACHER, help="distillation teacher (trained first)")
+    p.add_argument("--teacher", metavar="WEIGHTS", help="a trained teacher checkpoint instead (e.g. OUT/teacher/weights.pt "
+                   "of an earlier run with the same options: the teacher takes 3x the student's steps)")
     p.add_argument("--fixed-act", default="relu", choices=["relu", "hswish"], help="space setting: stem/neck activation")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training (latency is measured at 1 and 2)")
     p.add_argument("--input-size", type=int, default=256)
@@ -136,7 +138,8 @@ def main(argv=None) -> int:
         "train": {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
                   "warmup_steps": min(DEFAULT_TRAIN.warmup_steps, max(1, args.steps // 10))},
         "measure": {"min_runs": args.min_runs, "min_seconds": args.min_seconds},
-        "distill": {"teacher_arch": args.teacher_arch, "teacher_steps": 3 * args.steps if args.teacher_steps is None else args.teacher_steps},
+        "distill": {"teacher_arch": args.teacher_arch, "teacher": args.teacher,
+                    "teacher_steps": 3 * args.steps if args.teacher_steps is None else args.teacher_steps},
         "prune": {"ratio": args.ratio},
         "int8": {"calibration_images": args.calibration_images, "methods": args.methods.split(",")},
     }, cfg, "bench options")

@@ -148,6 +148,32 @@ def test_distillation_losses_are_zero_when_student_equals_teacher(tiny):
     assert all(float(v) > 0 for v in losses.values()), losses
 
 
+
+def test_box_and_class_distillation_follow_the_teachers_confident_points():
+    """The teacher's arbitrary boxes where it sees nothing teach nothing; where it is
+    confident, a student box that differs costs."""
+    from nas.finishing.distill import DetectorOutputs
+
+    n, c = 8, 3
+    logits = torch.full((1, n, c), -12.0)
+    logits[0, 2, 1] = 4.0                                   # the teacher sees an object at point 2 only
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0]]).repeat(1, n, 1)
+    neck = [torch.zeros(1, 4, 2, 2)]
+    adapters = make_adapters([4], [4])
+    teacher = DetectorOutputs(logits, boxes, neck)
+    moved_background = boxes.clone()
+    moved_background[0, 5] += 20.0                          # a background point's box differs
+    kd = distillation_losses(DetectorOutputs(logits, moved_background, neck), teacher, adapters, 1.0)
+    assert float(kd["kd_box"]) < 1e-6
+    moved_object = boxes.clone()
+    moved_object[0, 2] += 20.0                              # the confident point's box differs
+    kd = distillation_losses(DetectorOutputs(logits, moved_object, neck), teacher, adapters, 1.0)
+    assert float(kd["kd_box"]) > 0.3
+    unsure = logits.clone()
+    unsure[0, 2, 1] = -4.0                                  # the student doubts the teacher's object
+    kd = distillation_losses(DetectorOutputs(unsure, boxes, neck), teacher, adapters, 1.0)
+    assert float(kd["kd_cls"]) > 0.5
+
 def test_distill_loss_trains_student_and_adapters_not_teacher(tiny, detector_space):
     from nas.commands.space import resolve_architecture
 
