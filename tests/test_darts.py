@@ -82,6 +82,35 @@ def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
         assert cost[p, probs[p].argmax()] <= cost[p][valid].mean() + 1e-9
 
 
+def test_candidate_params_add_up_to_the_built_network(space):
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    fixed, rows = net.candidate_params()
+    gen = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1).tolist()
+        built = space.build(net.derive(choice))
+        assert sum(p.numel() for p in built.parameters()) == fixed + sum(row[c] if c < len(row) else 0
+                                                                         for row, c in zip(rows, choice))
+
+
+def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):
+    """A flat distribution leaves the choice to the value's parameter term: with it the
+    derivation picks a network with more parameters, still near the target."""
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    lo, hi = ExpectedLatency(net, table).range_ms(net.valid)
+    target = lo + 0.5 * (hi - lo)
+    objective = Objective(mode="soft", target_ms=target)
+    derived = {}
+    for weight in (0.0, 2.0):
+        strategy = DartsStrategy(space, objective, kinds=KINDS, width=0.5, params_weight=weight, progress=False)
+        arch = net.derive(strategy.derive_choices(net, table, target))
+        derived[weight] = (sum(p.numel() for p in space.build(arch).parameters()), table.predict(arch))
+    assert derived[2.0][0] > derived[0.0][0]
+    for _, ms in derived.values():
+        assert ms == pytest.approx(target, rel=0.1)
+
+
 def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path):
     from nas.config import config_from_dict
     from nas.engine import Engine, RunFolder
