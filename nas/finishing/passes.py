@@ -203,7 +203,7 @@ def _teacher(ctx: FinishContext, o: DistillOptions, cfg: TrainConfig) -> nn.Modu
 
 @register_pass("distill", options=DistillOptions)
 def distill_pass(model: nn.Module, ctx: FinishContext, o: DistillOptions) -> nn.Module:
-    """Distil from a larger teacher: soft classes, objectness-weighted boxes, neck features."""
+    """Distil from a larger teacher: soft classes; objectness-weighted boxes and neck features when weighted."""
     from .distill import DistillLoss, DistillStudent, make_adapters, neck_widths
 
     cfg = ctx.schedule(steps=o.steps or ctx.cfg.train.steps)
