@@ -170,11 +170,15 @@ def train(model: torch.nn.Module, data: PreparedData, cfg: TrainConfig = TrainCo
 
 def supervised_loss(model, images: torch.Tensor, targets: list[dict]) -> dict:
     """The detection loss of a :class:`search_spaces.cpu_detector.CpuDetector`."""
-    levels = model.forward_levels(images)
-    dense = model.decode.flatten(*levels)
+    dense = model.decode.flatten(*model.forward_levels(images))
     nc = model.num_classes
-    boxes = model.decode.boxes(dense[..., nc:])
-    return detection_loss(dense[..., :nc], boxes, model.decode.centres, model.decode.point_strides[:, 0], targets)
+    return dense_loss(model, dense[..., :nc], model.decode.boxes(dense[..., nc:]), targets)
+
+
+def dense_loss(model, cls_logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict]) -> dict:
+    """The detection loss of outputs already computed by ``model`` (class logits and
+    decoded boxes over all points), for losses that reuse one forward pass."""
+    return detection_loss(cls_logits, boxes, model.decode.centres, model.decode.point_strides[:, 0], targets)
 
 
 @torch.no_grad()

@@ -328,3 +328,11 @@ def test_bad_inputs_exit_2_with_one_line_naming_the_file(case, finished, tmp_pat
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert str(named) in res.stderr
     assert not (tmp_path / "o").exists()  # nothing written before the bad input was found
+
+
+def test_a_missing_teacher_checkpoint_is_a_config_error_before_any_training(tmp_path):
+    from nas.config import ConfigError
+    from nas.finishing.config import finish_config
+
+    with pytest.raises(ConfigError, match=r"distill.*not found.*teacher_arch"):
+        finish_config({"distill": {"teacher": str(tmp_path / "missing.pt")}})

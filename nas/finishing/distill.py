@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.boxes import giou_loss_torch
-from evaluators.detection_loss import QFL_BETA, detection_loss
+from evaluators.detection_loss import QFL_BETA
+from evaluators.trainer import dense_loss
 
 
 @dataclass
@@ -126,8 +127,7 @@ class DistillLoss:
         with torch.no_grad():
             teacher_out = detector_outputs(self.teacher, images)
         # The supervised loss from the same forward (trainer.supervised_loss would run a second one).
-        losses = dict(detection_loss(out.cls_logits, out.boxes, model.decode.centres, model.decode.point_strides[:, 0],
-                                     targets))
+        losses = dict(dense_loss(model, out.cls_logits, out.boxes, targets))
         kd = distillation_losses(out, teacher_out, wrapper.adapters, self.temperature)
         losses["loss"] = losses["loss"] + sum(self.weights[k] * v for k, v in kd.items())
         return {**losses, **kd}

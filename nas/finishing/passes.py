@@ -167,6 +167,9 @@ class DistillOptions:
             raise ValueError(f"init must be one of {sorted(STUDENT_INIT)}, got {self.init!r}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.teacher is not None and not Path(self.teacher).is_file():
+            raise ValueError(f"teacher checkpoint {self.teacher!r} not found; give the weights.pt of a trained "
+                             f"teacher, or leave teacher unset to train teacher_arch first")
         for name in ("steps", "teacher_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -223,18 +223,18 @@ class ExpectedLatency:
                     cost[p, c] = self.kind_coef[index[spec.kind]] * table.op_ms(spec)
                     ops[p, c] = 1.0
         self.cost, self.ops = cost, ops
+        self.choice_ms = cost + self.n_coef * ops   # [position, candidate] -> its ms in the predictor
 
     def fixed_ms(self) -> float:
         return float(self.kind_coef @ self.fixed_kind_ms) + self.n_coef * self.fixed_n + self.intercept
 
     def __call__(self, probs: torch.Tensor) -> torch.Tensor:
-        return self.fixed_ms() + (probs * (self.cost + self.n_coef * self.ops)).sum()
+        return self.fixed_ms() + (probs * self.choice_ms).sum()
 
     def range_ms(self, valid: torch.Tensor) -> tuple[float, float]:
         """Table latency of the cheapest and of the dearest choice at every position."""
-        per_choice = self.cost + self.n_coef * self.ops
-        lo = per_choice.masked_fill(valid == 0, float("inf")).min(-1).values.sum()
-        hi = per_choice.masked_fill(valid == 0, float("-inf")).max(-1).values.sum()
+        lo = self.choice_ms.masked_fill(valid == 0, float("inf")).min(-1).values.sum()
+        hi = self.choice_ms.masked_fill(valid == 0, float("-inf")).max(-1).values.sum()
         return self.fixed_ms() + float(lo), self.fixed_ms() + float(hi)
 
 
@@ -466,8 +466,7 @@ class DartsStrategy(Strategy):
         log_probs = torch.log(probs.clamp_min(1e-12))
         fixed_params, rows = net.candidate_params()
         cand_params = torch.tensor([row + [0] * (probs.shape[1] - len(row)) for row in rows], dtype=torch.float64)
-        expected = ExpectedLatency(net, table)
-        ms = (expected.cost + expected.n_coef * expected.ops).double()
+        ms = ExpectedLatency(net, table).choice_ms.double()
         weight = self.options["params_weight"]
 
         def total_params(ch):
