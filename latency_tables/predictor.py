@@ -22,9 +22,9 @@ import numpy as np
 from search_spaces import Architecture, OpSpec, SearchSpace, get_space
 
 from .fingerprint import mismatches
+from .runtime import TABLES_DIR
 from .table import MissingOpError, TableData, build_command
 
-TABLES_DIR = Path(__file__).resolve().parent / "tables"
 
 
 class FingerprintMismatchWarning(UserWarning):
@@ -123,6 +123,12 @@ class LatencyTable:
     @property
     def feature_kinds(self) -> list[str]:
         return list(self._kinds)
+
+    @property
+    def unit_ms(self) -> float:
+        """Milliseconds per yardstick in this table (``runtime.time_interleaved``): measure
+        whole networks in this unit to compare them with its predictions."""
+        return float(self.table.header["yardstick"]["ms"])
 
     @property
     def threads(self) -> int:

@@ -1,11 +1,11 @@
 """Measure ops and whole networks under ONNX Runtime, and build a table incrementally.
 
 ``build_table`` enumerates every op the space can emit (``space.enumerate_ops``),
-measures the ones the table does not have yet in two passes (this machine has slow
-spells of a second or two; an op keeps the faster pass), saves every few seconds (so
-an interrupted build resumes where it stopped and loses at most those seconds), then
-measures a calibration set of whole networks (interleaved windows) and fits the
-predictor's correction.
+measures the ones the table does not have yet, each against the yardstick network
+(``runtime.time_interleaved``: this machine's speed moves by tens of percent, the ratio
+to the yardstick does not), saves every few seconds (so an interrupted build resumes
+where it stopped and loses at most those seconds), then measures a calibration set of
+whole networks the same way and fits the predictor's correction.
 """
 from __future__ import annotations
 
@@ -21,23 +21,26 @@ from search_spaces.ops import make_op
 
 from .fingerprint import machine_fingerprint, mismatches
 from .progress import progress_bar
-from .runtime import STATISTIC_QUANTILE, WINDOW_SECONDS, Timing, ort_session, time_interleaved, time_session, to_onnx_bytes
+from .runtime import (STATISTIC_QUANTILE, WINDOW_SECONDS, YARDSTICK_VERSION, Timing, ort_session, reference_ms,
+                      time_interleaved, to_onnx_bytes)
 from .table import TableData, TableError
 
 SAVE_EVERY_S = 5.0
 CALIBRATION_SEED = 1_000_003  # far from the seeds validation uses, so they never overlap
-DEFAULT_CALIBRATION_MODELS = 60
-OP_PASSES = 2
+DEFAULT_CALIBRATION_MODELS = 120
+OP_PASSES = 1
+OP_SECONDS = 0.12
 
 
-def measure_op(spec: OpSpec, threads: int) -> Timing:
-    """Latency of one op as its own ONNX model (random weights, random inputs)."""
+def measure_op(spec: OpSpec, threads: int, unit_ms: float | None = None) -> Timing:
+    """Latency of one op as its own ONNX model (random weights, random inputs), in one
+    window against the yardstick, in ``unit_ms`` per yardstick (default: this machine's)."""
     torch.manual_seed(0)
     module = make_op(spec)
     inputs = [torch.randn(*shape) for shape in spec.input_shapes]
     session = ort_session(to_onnx_bytes(module, inputs), threads)
     feeds = {f"x{i}": t.numpy() for i, t in enumerate(inputs)}
-    return time_session(session, feeds, warmup=10, min_runs=30, min_seconds=0.1)
+    return time_interleaved([(session, feeds)], threads, unit_ms, windows=1, seconds=OP_SECONDS)[0]
 
 
 def model_session(space: SearchSpace, arch: Architecture, threads: int):
@@ -49,22 +52,24 @@ def model_session(space: SearchSpace, arch: Architecture, threads: int):
     return ort_session(to_onnx_bytes(model, [x], ["images"]), threads), {"images": x.numpy()}
 
 
-def measure_model(space: SearchSpace, arch: Architecture, threads: int, window_seconds: float = WINDOW_SECONDS) -> Timing:
-    """End-to-end latency of one network: the best of ``WINDOWS`` windows of
-    ``window_seconds``, half a second apart (see ``runtime.time_interleaved``)."""
-    return time_interleaved([model_session(space, arch, threads)], seconds=window_seconds, gap_seconds=0.5)[0]
+def measure_model(space: SearchSpace, arch: Architecture, threads: int, window_seconds: float = WINDOW_SECONDS,
+                  unit_ms: float | None = None) -> Timing:
+    """End-to-end latency of one network: the median of ``WINDOWS`` windows of
+    ``window_seconds``, each against the yardstick (see ``runtime.time_interleaved``)."""
+    return time_interleaved([model_session(space, arch, threads)], threads, unit_ms, seconds=window_seconds)[0]
 
 
 def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True,
-                          chunk: int = 20, on_chunk=None) -> np.ndarray:
+                          chunk: int = 20, on_chunk=None, unit_ms: float | None = None) -> np.ndarray:
     """End-to-end latencies of many networks, timed ``chunk`` at a time in interleaved
-    windows (a network's windows are the rest of its chunk apart). ``on_chunk(archs,
-    ms)`` is called after each chunk (the calibration saves there)."""
+    windows against the yardstick, in ``unit_ms`` per yardstick (default: this
+    machine's). ``on_chunk(archs, ms)`` is called after each chunk (the calibration
+    saves there)."""
     out: list[float] = []
     bar = progress_bar(total=len(archs), desc=f"whole networks @{threads}", unit="net", disable=not progress)
     for start in range(0, len(archs), chunk):
         part = archs[start:start + chunk]
-        ms = [t.ms for t in time_interleaved([model_session(space, a, threads) for a in part])]
+        ms = [t.ms for t in time_interleaved([model_session(space, a, threads) for a in part], threads, unit_ms)]
         out += ms
         if on_chunk is not None:
             on_chunk(part, ms)
@@ -78,8 +83,10 @@ def new_header(space: SearchSpace, threads: int) -> dict:
 
     return {"space": space.name, "settings": space.settings(), "fingerprint": machine_fingerprint(threads),
             "opset": OPSET, "dtype": "float32", "batch": 1, "input_size": space.settings()["input_size"],
-            "statistic": f"ms = {STATISTIC_QUANTILE:.0%} quantile of timed runs after warm-up (median_ms also kept); "
-                         f"the fastest of {OP_PASSES} passes over the space; spread iqr_ms = interquartile range"}
+            "statistic": f"ms = {STATISTIC_QUANTILE:.0%} quantile of timed runs after warm-up (median_ms also kept), "
+                         "as a multiple of the yardstick network's, timed in alternation, times yardstick.ms; "
+                         "spread iqr_ms = interquartile range",
+            "yardstick": {"version": YARDSTICK_VERSION, "ms": round(reference_ms(threads), 5)}}
 
 
 def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableData:
@@ -93,6 +100,8 @@ def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableDa
         raise TableError(f"{out} holds a table for {h.get('space')} {h.get('settings')}, not {space.name} "
                          f"{space.settings()}; pass another --out")
     diff = mismatches(h.get("fingerprint", {}), threads)
+    if (h.get("yardstick") or {}).get("version") != YARDSTICK_VERSION:
+        diff.append(f"yardstick version {(h.get('yardstick') or {}).get('version')}, here {YARDSTICK_VERSION}")
     if diff:
         raise TableError(f"{out} was measured on another machine or thread count ({'; '.join(diff)}); "
                          "resuming would mix measurements: pass another --out")
@@ -101,11 +110,12 @@ def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableDa
 
 def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_models: int = DEFAULT_CALIBRATION_MODELS,
                 progress: bool = True, max_ops: int | None = None, passes: int = OP_PASSES) -> TableData:
-    """Measure every op ``passes`` times (whole passes over the space, minutes apart, each
-    op keeping its fastest; see ``runtime.WINDOWS``), then the calibration networks, then
-    fit. Resumable: an entry records how many passes it has seen."""
+    """Measure every op ``passes`` times (whole passes over the space, each op keeping its
+    fastest), then the calibration networks, then fit, all in the unit of the header's
+    yardstick. Resumable: an entry records how many passes it has seen."""
     torch.set_num_threads(1)  # torch only exports here; keep its threads off the measured cores
     table = open_for_build(space, threads, out)
+    unit_ms = float(table.header["yardstick"]["ms"])
     ops = space.enumerate_ops()
     if max_ops is not None:
         ops = ops[:max_ops]
@@ -116,7 +126,7 @@ def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_m
         bar = progress_bar(iterable=todo, desc=f"ops @{threads} thread(s), pass {p}/{passes}", unit="op",
                            disable=not progress or not todo)
         for spec in bar:
-            t = measure_op(spec, threads)
+            t = measure_op(spec, threads, unit_ms)
             old = table.ops.get(spec.key)
             if old is None or t.ms < old["ms"]:
                 table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict,
@@ -160,7 +170,8 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
         table.calibration = {**cal, "measured_ms": measured}
         table.save()
 
-    measure_architectures(space, [a for a in archs if a.to_json() not in measured], threads, progress, on_chunk=save)
+    measure_architectures(space, [a for a in archs if a.to_json() not in measured], threads, progress, on_chunk=save,
+                          unit_ms=float(table.header["yardstick"]["ms"]))
     table.calibration = {"measured_ms": measured, **fit_calibration(table, space, measured)}
     table.save()
 

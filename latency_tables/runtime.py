@@ -2,15 +2,19 @@
 
 Timing rules (the mistakes other tools made): a fixed thread count, all graph
 optimisations on, warm-up runs before timing, many timed runs, and a robust statistic
-(the median) with its spread recorded.
+(a low quantile) with its spread recorded; and, on this shared machine, every latency
+measured against a yardstick network run in alternation (see ``time_interleaved``).
 """
 from __future__ import annotations
 
 import io
+import json
+import math
 import statistics
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -78,31 +82,144 @@ def time_session(session, feeds: dict[str, np.ndarray], warmup: int = 10, min_ru
     return Timing(low, statistics.median(times), q[14] - q[4], len(times))
 
 
-# This (shared, virtualised) machine alternates between a fast state and a slower one in
-# spells of a second or so (bench/timing_spells.py shows them): a network timed for
-# 0.3 s lands in one or the other. So a measurement takes several short windows seconds
-# apart and keeps the fastest window's statistic.
+# This (shared, virtualised) machine's speed moves by 20-45% between spells of a second
+# or so and drifts over minutes (bench/timing_spells.py), so an absolute wall-clock
+# timing of the same network differs by 12-17% from one minute to the next. The speed
+# changes alike for every network, though: timed run by run in alternation with a fixed
+# *yardstick* network, a network's latency as a multiple of the yardstick's repeats
+# within about 2% (BENCHMARKS.md, "Timing on this machine"). So every latency here is
+# measured as that ratio and reported in milliseconds of the machine's reference speed:
+# ratio x ``yardstick_ms``, the yardstick's own latency recorded once per machine and
+# thread count (in the latency table's header; see ``reference_ms``).
 WINDOWS = 3
 WINDOW_SECONDS = 0.3
+YARDSTICK_VERSION = 1
 
 
-def time_interleaved(items: list[tuple[object, dict]], windows: int = WINDOWS, seconds: float = WINDOW_SECONDS,
-                     gap_seconds: float = 0.0, warmup: int = 10) -> list[Timing]:
-    """Time every ``(session, feeds)`` in ``windows`` rounds, round-robin over the items
-    (so one item's windows are the other items' time apart, plus ``gap_seconds``); per
-    item the window with the lowest statistic. Timings are in the order of ``items``."""
+class _Yardstick(torch.nn.Module):
+    """A fixed MobileNetV2-like network (stride-2 stem, inverted residuals with ReLU and
+    h-swish, 3x3 and 5x5 depthwise convs) at 1x3x256x256: the same kinds of kernels the
+    search spaces produce, so it slows down with the machine as they do. ~3 ms at 1
+    thread here. Changing it changes every measurement's unit: bump YARDSTICK_VERSION."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+
+        def ir(cin, cout, k, stride, act):
+            mid = cin * 4
+            return nn.Sequential(nn.Conv2d(cin, mid, 1), act(), nn.Conv2d(mid, mid, k, stride, k // 2, groups=mid), act(),
+                                 nn.Conv2d(mid, cout, 1))
+
+        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.Hardswish(),
+                                  ir(16, 24, 3, 2, nn.ReLU), ir(24, 32, 3, 2, nn.ReLU), ir(32, 48, 5, 1, nn.Hardswish),
+                                  ir(48, 64, 5, 2, nn.Hardswish), ir(64, 96, 3, 2, nn.ReLU), nn.Conv2d(96, 64, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+_yardsticks: dict[int, tuple] = {}
+
+
+def yardstick(threads: int):
+    """``(session, feeds)`` of the yardstick network at ``threads`` (built once per process)."""
+    if threads not in _yardsticks:
+        torch.manual_seed(0)
+        x = torch.rand(1, 3, 256, 256)
+        session = ort_session(to_onnx_bytes(_Yardstick(), [x], ["images"]), threads)
+        feeds = {"images": x.numpy()}
+        for _ in range(10):
+            session.run(None, feeds)
+        _yardsticks[threads] = (session, feeds)
+    return _yardsticks[threads]
+
+
+def _relative_window(session, feeds, ref, seconds: float, min_runs: int = 10) -> tuple[float, float, float, int]:
+    """One window of ``seconds``: the yardstick and the item alternate, one yardstick run
+    then item runs for about as long, so both see the same machine state. Returns the
+    item's (p20, median, IQR) as multiples of the yardstick's p20, and its run count."""
+    ref_session, ref_feeds = ref
+    item, ref_times = [], []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(item) < min_runs or len(ref_times) < 3:
+        t0 = time.perf_counter()
+        ref_session.run(None, ref_feeds)
+        t1 = time.perf_counter()
+        ref_times.append(t1 - t0)
+        stop = t1 + ref_times[-1]
+        while True:
+            t0 = time.perf_counter()
+            session.run(None, feeds)
+            t1 = time.perf_counter()
+            item.append(t1 - t0)
+            if t1 >= stop:
+                break
+    q = statistics.quantiles(item, n=20)
+    unit = statistics.quantiles(ref_times, n=20)[round(STATISTIC_QUANTILE * 20) - 1]
+    return q[round(STATISTIC_QUANTILE * 20) - 1] / unit, statistics.median(item) / unit, (q[14] - q[4]) / unit, len(item)
+
+
+def time_interleaved(items: list[tuple[object, dict]], threads: int, unit_ms: float | None = None,
+                     windows: int = WINDOWS, seconds: float = WINDOW_SECONDS, warmup: int = 10,
+                     min_runs: int = 10) -> list[Timing]:
+    """Latency of every ``(session, feeds)`` (run at ``threads``) in ``windows`` rounds,
+    round-robin over the items, each window timed against the yardstick (see
+    ``_relative_window``); per item the median over its windows, in milliseconds of
+    ``unit_ms`` per yardstick (default: ``reference_ms(threads)``); each window at least
+    ``min_runs`` runs. Timings are in the order of ``items``."""
+    unit_ms = reference_ms(threads) if unit_ms is None else unit_ms
+    ref = yardstick(threads)
     for session, feeds in items:
         for _ in range(warmup):
             session.run(None, feeds)
-    best: list[Timing | None] = [None] * len(items)
-    for w in range(windows):
-        if w and gap_seconds:
-            time.sleep(gap_seconds)
+    per_item: list[list[tuple[float, float, float, int]]] = [[] for _ in items]
+    for _ in range(windows):
         for i, (session, feeds) in enumerate(items):
-            t = time_session(session, feeds, warmup=0, min_runs=10, min_seconds=seconds)
-            if best[i] is None or t.ms < best[i].ms:
-                best[i] = Timing(t.ms, t.median_ms, t.iqr_ms, t.runs + (best[i].runs if best[i] else 0))
-    return best  # type: ignore[return-value]
+            per_item[i].append(_relative_window(session, feeds, ref, seconds, min_runs))
+    out = []
+    for rows in per_item:
+        ratio, median, iqr = (statistics.median(r[j] for r in rows) for j in range(3))
+        out.append(Timing(ratio * unit_ms, median * unit_ms, iqr * unit_ms, sum(r[3] for r in rows)))
+    return out
+
+
+_reference_ms: dict[int, float] = {}
+TABLES_DIR = Path(__file__).resolve().parent / "tables"  # the committed tables
+
+
+def reference_ms(threads: int) -> float:
+    """Milliseconds per yardstick at ``threads`` on this machine: the value recorded in a
+    committed latency table measured here (so every measurement on this machine shares
+    one unit with the tables), else measured now (the fastest of 10 windows of 0.2 s)
+    and kept for this process."""
+    if threads not in _reference_ms:
+        from .fingerprint import mismatches
+
+        for path in sorted(TABLES_DIR.glob("*.json")):
+            try:
+                header = json.loads(path.read_text(encoding="utf-8")).get("header", {})
+            except (OSError, ValueError):
+                continue
+            ys = header.get("yardstick") or {}
+            if ys.get("version") == YARDSTICK_VERSION and not mismatches(header.get("fingerprint", {}), threads):
+                _reference_ms[threads] = float(ys["ms"])
+                break
+        else:
+            _reference_ms[threads] = measure_reference_ms(threads)
+    return _reference_ms[threads]
+
+
+def measure_reference_ms(threads: int, windows: int = 10, seconds: float = 0.2) -> float:
+    """The yardstick's latency at this machine's fastest (the lowest of ``windows``
+    windows' statistic, a second apart): the unit a new table records."""
+    session, feeds = yardstick(threads)
+    best = math.inf
+    for w in range(windows):
+        if w:
+            time.sleep(1.0)
+        best = min(best, time_session(session, feeds, warmup=3, min_runs=10, min_seconds=seconds).ms)
+    return best
 
 
 def random_feeds(session, seed: int = 0) -> dict[str, np.ndarray]:

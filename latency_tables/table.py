@@ -1,11 +1,12 @@
 """The latency table: a JSON file with a schema version, the hardware fingerprint and
 one entry per op key, plus the calibration fitted on whole-network measurements.
 
-File layout (schema 1)::
+File layout (schema 2; schema 1 tables were timed without the yardstick and must be rebuilt)::
 
     {"schema": 1,
      "header": {"space": ..., "settings": {...}, "fingerprint": {...}, "opset": 17,
-                "dtype": "float32", "batch": 1, "input_size": 256, "statistic": "median"},
+                "dtype": "float32", "batch": 1, "input_size": 256, "statistic": "...",
+                "yardstick": {"version": 1, "ms": ...}},   # the unit: see latency_tables.runtime
      "ops": {"<op key>": {"kind": ..., "params": {...}, "input_shapes": [[...]],
                            "ms": ..., "median_ms": ..., "iqr_ms": ..., "runs": ...}},
      "calibration": {"features": [...], "coef": [...], "n_models": ..., ...} | null}
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from search_spaces.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class TableError(InputError):
@@ -73,7 +74,8 @@ class TableData:
             raise TableError(f"latency table {path} is corrupt (not valid JSON: {exc}); delete it and rebuild") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise TableError(f"latency table {path} has schema {found!r}; this version reads schema {SCHEMA_VERSION}")
+            raise TableError(f"latency table {path} has schema {found!r}; this version reads schema {SCHEMA_VERSION}: "
+                             f"rebuild it with '{build_command(data.get('header', {}) if isinstance(data, dict) else {}, path)}'")
         for name, kind in (("header", dict), ("ops", dict)):
             if not isinstance(data.get(name), kind):
                 raise TableError(f"latency table {path}: field '{name}' is missing or not an object")

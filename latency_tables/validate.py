@@ -63,7 +63,7 @@ def machine_drift(table: LatencyTable, n: int = 8, progress: bool = False) -> Dr
     items = sorted(cal.items(), key=lambda kv: kv[1])
     picks = [items[round(i * (len(items) - 1) / max(1, n - 1))] for i in range(min(n, len(items)))]
     archs = [Architecture.from_json(a) for a, _ in picks]
-    now = measure_architectures(table.space, archs, table.threads, progress)
+    now = measure_architectures(table.space, archs, table.threads, progress, unit_ms=table.unit_ms)
     ratios = [float(m / then) for m, (_, then) in zip(now, picks)]
     return Drift(float(np.median(ratios)), ratios)
 
@@ -79,7 +79,7 @@ def validate(table: LatencyTable, n: int, seed: int, progress: bool = True) -> d
 
     space = table.space
     archs = validation_architectures(space, n, seed)
-    measured = measure_architectures(space, archs, table.threads, progress)
+    measured = measure_architectures(space, archs, table.threads, progress, unit_ms=table.unit_ms)
     hw = (space.settings()["input_size"],) * 2
     models = [space.build(a) for a in archs]
     flops = np.array([count_flops(m, hw) for m in models], dtype=float)

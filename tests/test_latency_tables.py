@@ -56,7 +56,7 @@ def test_missing_op_names_key_and_command(built, tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "is corrupt"),
     ('{"schema": 99, "header": {}, "ops": {}}', "has schema 99"),
-    ('{"schema": 1, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'ms'"),
+    ('{"schema": 2, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'ms'"),
     ('[]', "has schema 'list'"),
 ])
 def test_corrupt_or_wrong_schema_file(tmp_path, content, message):
@@ -75,7 +75,7 @@ def test_interrupted_build_resumes_without_remeasuring(tmp_path, monkeypatch):
     assert len(first) == 3
     measured = []
     real = profiler.measure_op
-    monkeypatch.setattr(profiler, "measure_op", lambda spec, threads: measured.append(spec.key) or real(spec, threads))
+    monkeypatch.setattr(profiler, "measure_op", lambda spec, threads, unit: measured.append(spec.key) or real(spec, threads, unit))
     profiler.build_table(space, 1, out, calibration_models=0, progress=False)
     final = TableData.load(out).ops
     assert not set(measured) & set(first)                      # nothing measured twice
@@ -117,3 +117,46 @@ def test_machine_drift_rescales_predictions(built):
     table.scale = drift.factor
     assert table.predict(arch) == pytest.approx(before * drift.factor)
     assert "calibration networks re-timed" in drift.line()
+
+
+def test_yardstick_timing_measures_work_as_multiples_of_the_yardstick():
+    # Timed against itself the yardstick is one unit; two yardsticks in a row are two.
+    # Ratios, not wall-clock, so this holds whatever speed the machine runs at.
+    import torch
+
+    from latency_tables import runtime
+
+    one = runtime._Yardstick()
+
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return one(x) + one(x + 1)
+
+    x = torch.rand(1, 3, 256, 256)
+    items = [(runtime.ort_session(runtime.to_onnx_bytes(m, [x], ["images"]), 1), {"images": x.numpy()})
+             for m in (one, Twice())]
+    single, double = runtime.time_interleaved(items, threads=1, unit_ms=1.0, windows=2, seconds=0.1)
+    assert 0.8 < single.ms < 1.25, single
+    assert 1.6 < double.ms / single.ms < 2.5, (single, double)
+    assert single.median_ms >= single.ms and single.runs >= 20
+
+
+def test_reference_unit_comes_from_a_table_measured_here(tmp_path, monkeypatch, built):
+    from latency_tables import runtime
+
+    _, path, table = built
+    assert table.header["yardstick"]["version"] == runtime.YARDSTICK_VERSION and table.header["yardstick"]["ms"] > 0
+    here = json.loads(path.read_text())
+    here["header"]["yardstick"]["ms"] = 1.234
+    elsewhere = json.loads(path.read_text())
+    elsewhere["header"]["fingerprint"]["cpu_model"] = "another CPU"
+    elsewhere["header"]["yardstick"]["ms"] = 9.0
+    (tmp_path / "a_elsewhere.json").write_text(json.dumps(elsewhere))
+    (tmp_path / "b_here.json").write_text(json.dumps(here))
+    monkeypatch.setattr(runtime, "TABLES_DIR", tmp_path)
+    monkeypatch.setattr(runtime, "_reference_ms", {})
+    assert runtime.reference_ms(1) == 1.234          # the other machine's table is skipped
+    monkeypatch.setattr(runtime, "_reference_ms", {})
+    (tmp_path / "b_here.json").unlink()
+    measured = runtime.reference_ms(1)                # no table from here: measured now
+    assert measured != 9.0 and 0.05 < measured < 100

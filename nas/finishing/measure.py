@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from latency_tables.runtime import ort_session, random_feeds, time_interleaved, time_session
+from latency_tables.runtime import ort_session, random_feeds, time_interleaved
 
 from .config import MeasureOptions
 
@@ -40,15 +40,16 @@ def onnx_predictor(model: str | Path | bytes, threads: int = 1) -> Callable[[np.
 
 def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, float]:
     """``map``, ``map50`` of the ONNX model on ``val_data``, ``latency_ms@<t>t`` per thread
-    count (20th percentile of the timed runs, :func:`latency_tables.runtime.time_session`)
+    count (20th percentile of the timed runs against the yardstick network, in this
+    machine's reference milliseconds: :func:`latency_tables.runtime.time_interleaved`)
     and ``size_mb``."""
     from evaluators.trainer import evaluate
 
     row = dict(evaluate(None, val_data, predict=onnx_predictor(path, options.eval_threads)))
     for threads in options.threads:
         session = ort_session(path, threads)
-        timing = time_session(session, random_feeds(session), warmup=options.warmup, min_runs=options.min_runs,
-                              min_seconds=options.min_seconds)
+        timing, = time_interleaved([(session, random_feeds(session))], threads, windows=1, seconds=options.min_seconds,
+                                   warmup=options.warmup, min_runs=options.min_runs)
         row[f"latency_ms@{threads}t"] = timing.ms
     row["size_mb"] = Path(path).stat().st_size / 1e6
     return row
@@ -57,8 +58,8 @@ def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, flo
 def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows: int = 5,
                   window_seconds: float = 0.3, warmup: int = 10) -> list[dict]:
     """Time every stage's ONNX file (``out / row["onnx"]``) again, all stages round-robin
-    in ``windows`` windows of ``window_seconds`` per thread count, fastest window kept,
-    and put the results in ``latency_ms@<t>t`` (the per-stage measurement moves to
+    in ``windows`` windows of ``window_seconds`` per thread count, each against the
+    yardstick network (median over windows), and put the results in ``latency_ms@<t>t`` (the per-stage measurement moves to
     ``first_latency_ms@<t>t``).
 
     Why: each stage was timed when it was made, minutes apart, and this machine's speed
@@ -67,7 +68,7 @@ def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows
     """
     for t in threads:
         sessions = [ort_session(str(Path(out) / row["onnx"]), t) for row in rows]
-        timings = time_interleaved([(s, random_feeds(s)) for s in sessions], windows=windows,
+        timings = time_interleaved([(s, random_feeds(s)) for s in sessions], t, windows=windows,
                                    seconds=window_seconds, warmup=warmup)
         for row, timing in zip(rows, timings):
             row.setdefault(f"first_latency_ms@{t}t", row[f"latency_ms@{t}t"])

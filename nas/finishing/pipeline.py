@@ -261,7 +261,7 @@ def write_tables(out: Path, header: dict, rows: list[dict], threads: tuple[int, 
           format_table(rows, threads), "",
           "mAP from the ONNX file in onnxruntime on the validation split; latency at batch 1 on "
           f"{header['environment']['cpu']}, the 20th percentile of timed onnxruntime runs "
-          + ("(all stages timed again together at the end, in interleaved windows, fastest window kept)"
+          + ("(all stages timed again together at the end, in interleaved windows against the yardstick network)"
              if any(key.startswith("first_latency_ms@") for row in rows for key in row)
              else "(each stage when it was made)") + "; params and FLOPs (torch counter, "
           "batch 1) of the torch model (int8: of the fp32 model it was quantised from).", ""]
