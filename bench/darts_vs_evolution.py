@@ -70,8 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def base_config(args, strategy: dict, mode: str) -> dict:
-    """Both methods are judged on the measured latency (the table drifts with the
-    machine's load): evolution as a hard limit (a candidate over it is rejected before
+    """Both methods are judged on the measured latency (the table is a few percent off on
+    single networks): evolution as a hard limit (a candidate over it is rejected before
     training), DARTS as MnasNet's soft objective (its derivation already aims at the
     target; the result is scored either way)."""
     data = {"n_train": args.n_train, "n_val": args.n_val}
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
 
     found = [(method, r, *result_arch(out / method / r["variant"]))
              for method, rs in (("darts", darts_rows), ("evolution", evo_rows)) for r in rs]
-    timed = measure_architectures(space, [a for _, _, a, _ in found if a is not None], 1, progress=False)
+    timed = measure_architectures(space, [a for _, _, a, _ in found if a is not None], 1, progress=False,
+                                  unit_ms=table.unit_ms)
     measured_by_id = dict(zip([a.id for _, _, a, _ in found if a is not None], timed))
     rows = []
     for method, r, arch, metrics in found:

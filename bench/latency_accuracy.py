@@ -4,8 +4,10 @@ For each thread count: N random architectures of the default space measured end 
 end under onnxruntime, compared with the table's prediction (and with FLOPs- and
 params-proportional baselines); the table's build time; and prediction throughput.
 First, 8 of the networks the table's calibration timed at build time are timed again:
-their median ratio is how much slower (> 1) or faster this machine runs now, and the
-row ``table xF (drift)`` is the table's prediction scaled by it. Last, the first
+their median ratio is how much slower (> 1) or faster they time now (timing against
+the yardstick already cancels a uniformly slower machine, so this is near 1 unless
+relative speeds changed), and the row ``table xF (drift)`` is the table's prediction
+scaled by it. Last, the first
 ``--repeat`` networks are measured a second time: the row ``re-measured`` is how well
 one measurement predicts another, the floor for any predictor on this machine.
 
@@ -71,7 +73,7 @@ def main() -> None:
         rescaled = accuracy(table.predict_many(out["archs"]) * drift.factor, np.array(ms))
         # The floor for any predictor: the same networks measured a second time.
         k = min(args.repeat, args.n)
-        again = measure_architectures(space, out["archs"][:k], threads, progress=False)
+        again = measure_architectures(space, out["archs"][:k], threads, progress=False, unit_ms=table.unit_ms)
         repeat = accuracy(again, np.array(ms[:k]))
         for name, acc in {**out["results"], f"table x{drift.factor:.3f} (drift)": rescaled,
                           f"re-measured ({k} nets)": repeat}.items():

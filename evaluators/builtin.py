@@ -24,8 +24,8 @@ class TableLatency(Evaluator):
     """``latency_ms`` predicted by the lookup table (the committed one by default).
 
     ``rescale: true`` re-times a few of the table's calibration networks when the table
-    is loaded (about 10 s) and scales every prediction by how much faster or slower this
-    machine runs now than during the build; the factor is returned as ``latency_scale``.
+    is loaded (about 10 s) and scales every prediction by how much slower (> 1) they time
+    now than during the build; the factor is returned as ``latency_scale``.
     """
 
     cost = "table"
@@ -64,7 +64,10 @@ class ParamsFlops(Evaluator):
 
 @register_evaluator("measured_latency")
 class MeasuredLatency(Evaluator):
-    """``measured_latency_ms``: the whole network under onnxruntime, fixed threads."""
+    """``measured_latency_ms``: the whole network under onnxruntime, fixed threads, timed
+    against the yardstick network in this machine's reference milliseconds (the unit of
+    the committed table measured here: ``latency_tables.runtime.reference_ms``), so it
+    compares with ``latency_ms`` from the table."""
 
     cost = "measure"
 

@@ -1,5 +1,6 @@
-"""Latency prediction from a table: per-op medians summed, then a calibration fitted on
-whole networks measured end to end.
+"""Latency prediction from a table: per-op latencies (each timed against the yardstick
+network, see ``runtime``) summed, then a calibration fitted on whole networks measured
+end to end the same way.
 
 Why a calibration: an op timed as its own ONNX model pays one ``session.run`` call
 overhead and sees its inputs in the default layout, while inside a network onnxruntime
@@ -94,8 +95,8 @@ class LatencyTable:
         self._kinds = cal["features"][:-2] if self.calibrated else kinds_of(table)
         self._ms = {key: entry["ms"] for key, entry in table.ops.items()}
         self._group_cache: dict = {}
-        # Machine-speed factor, 1.0 as built; set from machine_drift() when this shared
-        # machine runs at another speed than during the build.
+        # Speed factor, 1.0 as built; set from machine_drift() when whole networks on this
+        # machine no longer time as they did during the build.
         self.scale = 1.0
 
     @classmethod
@@ -128,7 +129,7 @@ class LatencyTable:
     def unit_ms(self) -> float:
         """Milliseconds per yardstick in this table (``runtime.time_interleaved``): measure
         whole networks in this unit to compare them with its predictions."""
-        return float(self.table.header["yardstick"]["ms"])
+        return float(self.table.header["yardstick"]["ms"])  # checked by TableData.load
 
     @property
     def threads(self) -> int:

@@ -40,7 +40,7 @@ def measure_op(spec: OpSpec, threads: int, unit_ms: float | None = None) -> Timi
     inputs = [torch.randn(*shape) for shape in spec.input_shapes]
     session = ort_session(to_onnx_bytes(module, inputs), threads)
     feeds = {f"x{i}": t.numpy() for i, t in enumerate(inputs)}
-    return time_interleaved([(session, feeds)], threads, unit_ms, windows=1, seconds=OP_SECONDS)[0]
+    return time_interleaved([(session, feeds)], threads, unit_ms=unit_ms, windows=1, seconds=OP_SECONDS)[0]
 
 
 def model_session(space: SearchSpace, arch: Architecture, threads: int):
@@ -56,7 +56,7 @@ def measure_model(space: SearchSpace, arch: Architecture, threads: int, window_s
                   unit_ms: float | None = None) -> Timing:
     """End-to-end latency of one network: the median of ``WINDOWS`` windows of
     ``window_seconds``, each against the yardstick (see ``runtime.time_interleaved``)."""
-    return time_interleaved([model_session(space, arch, threads)], threads, unit_ms, seconds=window_seconds)[0]
+    return time_interleaved([model_session(space, arch, threads)], threads, unit_ms=unit_ms, seconds=window_seconds)[0]
 
 
 def measure_architectures(space: SearchSpace, archs: list[Architecture], threads: int, progress: bool = True,
@@ -69,7 +69,7 @@ def measure_architectures(space: SearchSpace, archs: list[Architecture], threads
     bar = progress_bar(total=len(archs), desc=f"whole networks @{threads}", unit="net", disable=not progress)
     for start in range(0, len(archs), chunk):
         part = archs[start:start + chunk]
-        ms = [t.ms for t in time_interleaved([model_session(space, a, threads) for a in part], threads, unit_ms)]
+        ms = [t.ms for t in time_interleaved([model_session(space, a, threads) for a in part], threads, unit_ms=unit_ms)]
         out += ms
         if on_chunk is not None:
             on_chunk(part, ms)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import statistics
 import time
 import warnings
@@ -85,9 +86,10 @@ def time_session(session, feeds: dict[str, np.ndarray], warmup: int = 10, min_ru
 # This (shared, virtualised) machine's speed moves by 20-45% between spells of a second
 # or so and drifts over minutes (bench/timing_spells.py), so an absolute wall-clock
 # timing of the same network differs by 12-17% from one minute to the next. The speed
-# changes alike for every network, though: timed run by run in alternation with a fixed
-# *yardstick* network, a network's latency as a multiple of the yardstick's repeats
-# within about 2% (BENCHMARKS.md, "Timing on this machine"). So every latency here is
+# changes alike for every network, though (at 1 thread): timed run by run in alternation
+# with a fixed *yardstick* network, a network's latency as a multiple of the
+# yardstick's repeats within about 2.5% where wall-clock timings were 7% apart
+# (BENCHMARKS.md, "How latency is timed here"; at 2 threads neither repeats). So every latency here is
 # measured as that ratio and reported in milliseconds of the machine's reference speed:
 # ratio x ``yardstick_ms``, the yardstick's own latency recorded once per machine and
 # thread count (in the latency table's header; see ``reference_ms``).
@@ -99,8 +101,8 @@ YARDSTICK_VERSION = 1
 class _Yardstick(torch.nn.Module):
     """A fixed MobileNetV2-like network (stride-2 stem, inverted residuals with ReLU and
     h-swish, 3x3 and 5x5 depthwise convs) at 1x3x256x256: the same kinds of kernels the
-    search spaces produce, so it slows down with the machine as they do. ~3 ms at 1
-    thread here. Changing it changes every measurement's unit: bump YARDSTICK_VERSION."""
+    search spaces produce, so it slows down with the machine as they do. About 1.8 ms
+    at 1 thread on this project's machine. Changing it changes every measurement's unit: bump YARDSTICK_VERSION."""
 
     def __init__(self):
         super().__init__()
@@ -166,7 +168,9 @@ def time_interleaved(items: list[tuple[object, dict]], threads: int, unit_ms: fl
     """Latency of every ``(session, feeds)`` (run at ``threads``) in ``windows`` rounds,
     round-robin over the items, each window timed against the yardstick (see
     ``_relative_window``); per item the median over its windows, in milliseconds of
-    ``unit_ms`` per yardstick (default: ``reference_ms(threads)``); each window at least
+    ``unit_ms`` per yardstick (default: ``reference_ms(threads)``); ``median_ms`` and
+    ``iqr_ms`` are the item's median and spread over the yardstick's 20th percentile,
+    in the same unit. Each window at least
     ``min_runs`` runs. Timings are in the order of ``items``."""
     unit_ms = reference_ms(threads) if unit_ms is None else unit_ms
     ref = yardstick(threads)
@@ -186,33 +190,57 @@ def time_interleaved(items: list[tuple[object, dict]], threads: int, unit_ms: fl
 
 _reference_ms: dict[int, float] = {}
 TABLES_DIR = Path(__file__).resolve().parent / "tables"  # the committed tables
+# Where a machine without a committed table keeps the unit it measured, so that every
+# process on it (Ray trials, later runs, a table built with --out elsewhere) shares one.
+UNIT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cpu-det-nas" / "reference_ms.json"
 
 
 def reference_ms(threads: int) -> float:
-    """Milliseconds per yardstick at ``threads`` on this machine: the value recorded in a
-    committed latency table measured here (so every measurement on this machine shares
-    one unit with the tables), else measured now (the fastest of 10 windows of 0.2 s)
-    and kept for this process."""
-    if threads not in _reference_ms:
-        from .fingerprint import mismatches
+    """Milliseconds per yardstick at ``threads`` on this machine, the unit of every
+    measurement here: the value recorded in a committed latency table measured on this
+    machine (so measurements share the tables' unit); else the one cached in
+    ``UNIT_CACHE`` for this machine; else measured now (``measure_reference_ms``) and
+    cached there."""
+    if threads in _reference_ms:
+        return _reference_ms[threads]
+    from .fingerprint import machine_fingerprint, mismatches
 
-        for path in sorted(TABLES_DIR.glob("*.json")):
-            try:
-                header = json.loads(path.read_text(encoding="utf-8")).get("header", {})
-            except (OSError, ValueError):
-                continue
-            ys = header.get("yardstick") or {}
-            if ys.get("version") == YARDSTICK_VERSION and not mismatches(header.get("fingerprint", {}), threads):
-                _reference_ms[threads] = float(ys["ms"])
-                break
-        else:
-            _reference_ms[threads] = measure_reference_ms(threads)
+    for path in sorted(TABLES_DIR.glob("*.json")):
+        try:
+            header = json.loads(path.read_text(encoding="utf-8")).get("header", {})
+        except (OSError, ValueError):
+            continue
+        ys = header.get("yardstick") or {}
+        if ys.get("version") == YARDSTICK_VERSION and not mismatches(header.get("fingerprint", {}), threads):
+            _reference_ms[threads] = float(ys["ms"])
+            return _reference_ms[threads]
+    fp = machine_fingerprint(threads)
+    key = f"v{YARDSTICK_VERSION}|{fp['cpu_model']}|{'/'.join(fp['isa'])}|{fp['logical_cores']}|" \
+          f"{fp['runtime_version']}|{threads}t"
+    try:
+        cache = json.loads(UNIT_CACHE.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    if not isinstance(cache.get(key), (int, float)):
+        cache[key] = round(measure_reference_ms(threads), 5)
+        try:
+            UNIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
+            tmp = UNIT_CACHE.with_name(f"{UNIT_CACHE.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
+            tmp.replace(UNIT_CACHE)
+        except OSError:  # a read-only home: the unit holds for this process only
+            pass
+    _reference_ms[threads] = float(cache[key])
     return _reference_ms[threads]
 
 
 def measure_reference_ms(threads: int, windows: int = 10, seconds: float = 0.2) -> float:
     """The yardstick's latency at this machine's fastest (the lowest of ``windows``
-    windows' statistic, a second apart): the unit a new table records."""
+    windows' statistic, a second apart): the unit a new table records. Inside a
+    measurement the yardstick runs right after the item's runs, with their data in the
+    caches, so it reads a little slower there than back to back and a network in these
+    units reads a few percent faster than its best wall-clock timing; tables and
+    measurements share the method, so they agree with each other."""
     session, feeds = yardstick(threads)
     best = math.inf
     for w in range(windows):

@@ -3,7 +3,7 @@ one entry per op key, plus the calibration fitted on whole-network measurements.
 
 File layout (schema 2; schema 1 tables were timed without the yardstick and must be rebuilt)::
 
-    {"schema": 1,
+    {"schema": 2,
      "header": {"space": ..., "settings": {...}, "fingerprint": {...}, "opset": 17,
                 "dtype": "float32", "batch": 1, "input_size": 256, "statistic": "...",
                 "yardstick": {"version": 1, "ms": ...}},   # the unit: see latency_tables.runtime
@@ -74,12 +74,19 @@ class TableData:
             raise TableError(f"latency table {path} is corrupt (not valid JSON: {exc}); delete it and rebuild") from None
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
             found = data.get("schema") if isinstance(data, dict) else type(data).__name__
+            header = data.get("header", {}) if isinstance(data, dict) else {}
             raise TableError(f"latency table {path} has schema {found!r}; this version reads schema {SCHEMA_VERSION}: "
-                             f"rebuild it with '{build_command(data.get('header', {}) if isinstance(data, dict) else {}, path)}'")
+                             f"delete it, then rebuild with '{build_command(header, path)}'")
         for name, kind in (("header", dict), ("ops", dict)):
             if not isinstance(data.get(name), kind):
                 raise TableError(f"latency table {path}: field '{name}' is missing or not an object")
         for key, entry in data["ops"].items():
             if not isinstance(entry, dict) or not isinstance(entry.get("ms"), (int, float)):
                 raise TableError(f"latency table {path}: entry 'ops.{key}' has no numeric 'ms'")
+        from .runtime import YARDSTICK_VERSION
+
+        ys = data["header"].get("yardstick")
+        if not isinstance(ys, dict) or ys.get("version") != YARDSTICK_VERSION or not isinstance(ys.get("ms"), (int, float)):
+            raise TableError(f"latency table {path}: 'header.yardstick' is {ys!r}, not the unit of yardstick version "
+                             f"{YARDSTICK_VERSION}; delete it, then rebuild with '{build_command(data['header'], path)}'")
         return cls(data["header"], data["ops"], data.get("calibration"), path)

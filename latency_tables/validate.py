@@ -47,15 +47,16 @@ class Drift:
 
     def line(self) -> str:
         lo, hi = min(self.ratios), max(self.ratios)
-        return (f"machine speed vs the table's build: x{self.factor:.3f} latency now "
+        return (f"re-timed calibration networks vs the table's build: x{self.factor:.3f} latency now "
                 f"({len(self.ratios)} calibration networks re-timed, ratios {lo:.2f}-{hi:.2f})")
 
 
 def machine_drift(table: LatencyTable, n: int = 8, progress: bool = False) -> Drift:
     """Re-time ``n`` of the whole networks the table's calibration measured at build time
-    (spread over their latency range) and compare. A shared or throttled machine can run
-    10-20% faster or slower than during the build; every op drifts alike, so one factor
-    (``table.scale = drift.factor``) corrects the predictor without a rebuild."""
+    (spread over their latency range) and compare. Timing against the yardstick already
+    cancels a machine that runs uniformly faster or slower; what is left is a change in
+    relative speeds since the build (another runtime build, other neighbours), which one
+    factor (``table.scale = drift.factor``) corrects on average without a rebuild."""
     cal = (table.table.calibration or {}).get("measured_ms") or {}
     if not cal:
         raise TableError(f"table {table.table.path} has no calibration networks to re-time; rebuild it with "

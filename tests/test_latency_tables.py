@@ -58,6 +58,7 @@ def test_missing_op_names_key_and_command(built, tmp_path):
     ('{"schema": 99, "header": {}, "ops": {}}', "has schema 99"),
     ('{"schema": 2, "header": {}, "ops": {"k": {"kind": "conv"}}}', "entry 'ops.k' has no numeric 'ms'"),
     ('[]', "has schema 'list'"),
+    ('{"schema": 2, "header": {}, "ops": {}}', "'header.yardstick' is None"),
 ])
 def test_corrupt_or_wrong_schema_file(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -158,9 +159,13 @@ def test_reference_unit_comes_from_a_table_measured_here(tmp_path, monkeypatch, 
     (tmp_path / "a_elsewhere.json").write_text(json.dumps(elsewhere))
     (tmp_path / "b_here.json").write_text(json.dumps(here))
     monkeypatch.setattr(runtime, "TABLES_DIR", tmp_path)
+    monkeypatch.setattr(runtime, "UNIT_CACHE", tmp_path / "cache" / "reference_ms.json")
     monkeypatch.setattr(runtime, "_reference_ms", {})
     assert runtime.reference_ms(1) == 1.234          # the other machine's table is skipped
     monkeypatch.setattr(runtime, "_reference_ms", {})
     (tmp_path / "b_here.json").unlink()
-    measured = runtime.reference_ms(1)                # no table from here: measured now
+    measured = runtime.reference_ms(1)                # no table from here: measured now ...
     assert measured != 9.0 and 0.05 < measured < 100
+    monkeypatch.setattr(runtime, "_reference_ms", {})  # ... and kept for the next process
+    monkeypatch.setattr(runtime, "measure_reference_ms", lambda threads: pytest.fail("measured twice"))
+    assert runtime.reference_ms(1) == measured

@@ -44,7 +44,7 @@ def build(args):
 @arg("--n", type=int, default=50)
 @arg("--seed", type=int, default=7)
 @arg("--rescale", action="store_true", help="first re-time 8 of the table's calibration networks and scale "
-                                             "predictions by the machine's speed change since the build")
+                                             "predictions by how much slower (> 1) they time now than at the build")
 def validate_cmd(args):
     from latency_tables.predictor import LatencyTable
     from latency_tables.validate import machine_drift, validate

@@ -38,7 +38,9 @@ class MeasureOptions:
     threads: tuple[int, ...] = (1, 2)   # onnxruntime intra-op threads, one latency column each
     warmup: int = 10                    # untimed runs first (allocations, caches)
     min_runs: int = 50                  # timed runs: at least this many ...
-    min_seconds: float = 1.0            # ... and at least this long; their 20th percentile is reported
+    min_seconds: float = 1.0            # ... and at least this long, in alternation with the yardstick
+                                        # network; their 20th percentile in reference ms is reported
+                                        # (latency_tables.runtime.time_interleaved)
     eval_threads: int = 1               # threads of the session that computes mAP (not timed)
     retime_windows: int = 5             # at the end all stages are timed again together in this many
                                         # interleaved windows of min_seconds / 3 each (0: keep the

@@ -48,8 +48,8 @@ def measure_onnx(path: Path, val_data, options: MeasureOptions) -> dict[str, flo
     row = dict(evaluate(None, val_data, predict=onnx_predictor(path, options.eval_threads)))
     for threads in options.threads:
         session = ort_session(path, threads)
-        timing, = time_interleaved([(session, random_feeds(session))], threads, windows=1, seconds=options.min_seconds,
-                                   warmup=options.warmup, min_runs=options.min_runs)
+        timing = time_interleaved([(session, random_feeds(session))], threads, windows=1, seconds=options.min_seconds,
+                                  warmup=options.warmup, min_runs=options.min_runs)[0]
         row[f"latency_ms@{threads}t"] = timing.ms
     row["size_mb"] = Path(path).stat().st_size / 1e6
     return row
@@ -59,12 +59,13 @@ def retime_stages(out: Path, rows: list[dict], threads: tuple[int, ...], windows
                   window_seconds: float = 0.3, warmup: int = 10) -> list[dict]:
     """Time every stage's ONNX file (``out / row["onnx"]``) again, all stages round-robin
     in ``windows`` windows of ``window_seconds`` per thread count, each against the
-    yardstick network (median over windows), and put the results in ``latency_ms@<t>t`` (the per-stage measurement moves to
-    ``first_latency_ms@<t>t``).
+    yardstick network (median over windows), and put the results in ``latency_ms@<t>t``
+    (the per-stage measurement moves to ``first_latency_ms@<t>t``).
 
-    Why: each stage was timed when it was made, minutes apart, and this machine's speed
-    has slow spells and drifts (BENCHMARKS.md, "Timing on this machine"); timed together,
-    the stages' speed-ups compare like with like. Returns ``rows`` (updated in place).
+    Why: each stage was timed when it was made, minutes apart; the yardstick cancels a
+    machine that is uniformly slower, but at 2 threads this machine's spells do not
+    cancel (BENCHMARKS.md, "How latency is timed here"); timed together, the stages'
+    speed-ups compare like with like. Returns ``rows`` (updated in place).
     """
     for t in threads:
         sessions = [ort_session(str(Path(out) / row["onnx"]), t) for row in rows]

@@ -35,7 +35,8 @@ range at all three targets). Re-deriving session 3's three trained supernets wit
 0.051 at 2.71 ms, 0.040 / 0.045 at 4.38 ms, 0.071 / 0.072 at 7.54 ms (1: 0.048, 0.026,
 0.063; one seed each, so differences of a point are noise), hence the default 2.
 
-The table is ~10% off on single networks, so the derivation closes the loop on the CPU
+The table is a few percent off on single networks (3.5% on average at 1 thread, more at
+2; BENCHMARKS.md), so the derivation closes the loop on the CPU
 (``measure_rounds``): the derived network is exported and timed under onnxruntime, and
 if it misses the target by more than 5% the derivation is repeated against a table
 target corrected by the measured/table ratio of that network; the closest is kept.
