@@ -129,7 +129,7 @@ class LatencyTable:
     def unit_ms(self) -> float:
         """Milliseconds per yardstick in this table (``runtime.time_interleaved``): measure
         whole networks in this unit to compare them with its predictions."""
-        return float(self.table.header["yardstick"]["ms"])  # checked by TableData.load
+        return self.table.unit_ms
 
     @property
     def threads(self) -> int:

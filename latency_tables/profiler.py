@@ -28,7 +28,6 @@ from .table import TableData, TableError
 SAVE_EVERY_S = 5.0
 CALIBRATION_SEED = 1_000_003  # far from the seeds validation uses, so they never overlap
 DEFAULT_CALIBRATION_MODELS = 120
-OP_PASSES = 1
 OP_SECONDS = 0.12
 
 
@@ -109,34 +108,26 @@ def open_for_build(space: SearchSpace, threads: int, out: str | Path) -> TableDa
 
 
 def build_table(space: SearchSpace, threads: int, out: str | Path, calibration_models: int = DEFAULT_CALIBRATION_MODELS,
-                progress: bool = True, max_ops: int | None = None, passes: int = OP_PASSES) -> TableData:
-    """Measure every op ``passes`` times (whole passes over the space, each op keeping its
-    fastest), then the calibration networks, then fit, all in the unit of the header's
-    yardstick. Resumable: an entry records how many passes it has seen."""
+                progress: bool = True, max_ops: int | None = None) -> TableData:
+    """Measure every op the table does not have yet, then the calibration networks, then
+    fit, all in the unit of the header's yardstick. Resumable at any point."""
     torch.set_num_threads(1)  # torch only exports here; keep its threads off the measured cores
     table = open_for_build(space, threads, out)
-    unit_ms = float(table.header["yardstick"]["ms"])
     ops = space.enumerate_ops()
     if max_ops is not None:
         ops = ops[:max_ops]
     last_save = started = time.monotonic()
     spent = float(table.header.get("build_seconds_ops", 0.0))  # summed over resumed builds
-    for p in range(1, passes + 1):
-        todo = [op for op in ops if table.ops.get(op.key, {}).get("passes", 1 if op.key in table.ops else 0) < p]
-        bar = progress_bar(iterable=todo, desc=f"ops @{threads} thread(s), pass {p}/{passes}", unit="op",
-                           disable=not progress or not todo)
-        for spec in bar:
-            t = measure_op(spec, threads, unit_ms)
-            old = table.ops.get(spec.key)
-            if old is None or t.ms < old["ms"]:
-                table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict,
-                                       "input_shapes": [list(s) for s in spec.input_shapes], "ms": round(t.ms, 5),
-                                       "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
-            table.ops[spec.key]["passes"] = p
-            if time.monotonic() - last_save > SAVE_EVERY_S:
-                table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
-                table.save()
-                last_save = time.monotonic()
+    todo = [op for op in ops if op.key not in table.ops]
+    for spec in progress_bar(iterable=todo, desc=f"ops @{threads} thread(s)", unit="op", disable=not progress or not todo):
+        t = measure_op(spec, threads, table.unit_ms)
+        table.ops[spec.key] = {"kind": spec.kind, "params": spec.param_dict,
+                               "input_shapes": [list(s) for s in spec.input_shapes], "ms": round(t.ms, 5),
+                               "median_ms": round(t.median_ms, 5), "iqr_ms": round(t.iqr_ms, 5), "runs": t.runs}
+        if time.monotonic() - last_save > SAVE_EVERY_S:
+            table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
+            table.save()
+            last_save = time.monotonic()
     table.header["build_seconds_ops"] = round(spent + time.monotonic() - started, 1)
     table.save()
     if max_ops is None and calibration_models > 0:
@@ -171,7 +162,7 @@ def calibrate(table: TableData, space: SearchSpace, threads: int, n: int, progre
         table.save()
 
     measure_architectures(space, [a for a in archs if a.to_json() not in measured], threads, progress, on_chunk=save,
-                          unit_ms=float(table.header["yardstick"]["ms"]))
+                          unit_ms=table.unit_ms)
     table.calibration = {"measured_ms": measured, **fit_calibration(table, space, measured)}
     table.save()
 

@@ -78,9 +78,13 @@ def time_session(session, feeds: dict[str, np.ndarray], warmup: int = 10, min_ru
         t0 = time.perf_counter()
         session.run(None, feeds)
         times.append((time.perf_counter() - t0) * 1e3)
+    return Timing(*_low_median_iqr(times), len(times))
+
+
+def _low_median_iqr(times: list[float]) -> tuple[float, float, float]:
+    """The STATISTIC_QUANTILE quantile, the median and the interquartile range."""
     q = statistics.quantiles(times, n=20)  # q[k] is the (k+1)*5 % point
-    low = q[round(STATISTIC_QUANTILE * 20) - 1]
-    return Timing(low, statistics.median(times), q[14] - q[4], len(times))
+    return q[round(STATISTIC_QUANTILE * 20) - 1], statistics.median(times), q[14] - q[4]
 
 
 # This (shared, virtualised) machine's speed moves by 20-45% between spells of a second
@@ -89,8 +93,9 @@ def time_session(session, feeds: dict[str, np.ndarray], warmup: int = 10, min_ru
 # changes alike for every network, though (at 1 thread): timed run by run in alternation
 # with a fixed *yardstick* network, a network's latency as a multiple of the
 # yardstick's repeats within about 2.5% where wall-clock timings were 7% apart
-# (BENCHMARKS.md, "How latency is timed here"; at 2 threads neither repeats). So every latency here is
-# measured as that ratio and reported in milliseconds of the machine's reference speed:
+# (BENCHMARKS.md, "How latency is timed here"; at 2 threads neither repeats). So every
+# latency here is measured as that ratio and reported in milliseconds of the machine's
+# reference speed:
 # ratio x ``yardstick_ms``, the yardstick's own latency recorded once per machine and
 # thread count (in the latency table's header; see ``reference_ms``).
 WINDOWS = 3
@@ -102,7 +107,8 @@ class _Yardstick(torch.nn.Module):
     """A fixed MobileNetV2-like network (stride-2 stem, inverted residuals with ReLU and
     h-swish, 3x3 and 5x5 depthwise convs) at 1x3x256x256: the same kinds of kernels the
     search spaces produce, so it slows down with the machine as they do. About 1.8 ms
-    at 1 thread on this project's machine. Changing it changes every measurement's unit: bump YARDSTICK_VERSION."""
+    at 1 thread on this project's machine. Changing it changes every measurement's
+    unit: bump YARDSTICK_VERSION."""
 
     def __init__(self):
         super().__init__()
@@ -157,9 +163,9 @@ def _relative_window(session, feeds, ref, seconds: float, min_runs: int = 10) ->
             item.append(t1 - t0)
             if t1 >= stop:
                 break
-    q = statistics.quantiles(item, n=20)
-    unit = statistics.quantiles(ref_times, n=20)[round(STATISTIC_QUANTILE * 20) - 1]
-    return q[round(STATISTIC_QUANTILE * 20) - 1] / unit, statistics.median(item) / unit, (q[14] - q[4]) / unit, len(item)
+    unit = _low_median_iqr(ref_times)[0]
+    low, median, iqr = _low_median_iqr(item)
+    return low / unit, median / unit, iqr / unit, len(item)
 
 
 def time_interleaved(items: list[tuple[object, dict]], threads: int, unit_ms: float | None = None,
@@ -170,8 +176,8 @@ def time_interleaved(items: list[tuple[object, dict]], threads: int, unit_ms: fl
     ``_relative_window``); per item the median over its windows, in milliseconds of
     ``unit_ms`` per yardstick (default: ``reference_ms(threads)``); ``median_ms`` and
     ``iqr_ms`` are the item's median and spread over the yardstick's 20th percentile,
-    in the same unit. Each window at least
-    ``min_runs`` runs. Timings are in the order of ``items``."""
+    in the same unit. Each window has at least ``min_runs`` runs. Timings are in the
+    order of ``items``."""
     unit_ms = reference_ms(threads) if unit_ms is None else unit_ms
     ref = yardstick(threads)
     for session, feeds in items:
@@ -204,6 +210,7 @@ def reference_ms(threads: int) -> float:
     if threads in _reference_ms:
         return _reference_ms[threads]
     from .fingerprint import machine_fingerprint, mismatches
+    from .table import write_text_atomic
 
     for path in sorted(TABLES_DIR.glob("*.json")):
         try:
@@ -224,10 +231,7 @@ def reference_ms(threads: int) -> float:
     if not isinstance(cache.get(key), (int, float)):
         cache[key] = round(measure_reference_ms(threads), 5)
         try:
-            UNIT_CACHE.parent.mkdir(parents=True, exist_ok=True)
-            tmp = UNIT_CACHE.with_name(f"{UNIT_CACHE.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps(cache, indent=1), encoding="utf-8")
-            tmp.replace(UNIT_CACHE)
+            write_text_atomic(UNIT_CACHE, json.dumps(cache, indent=1))
         except OSError:  # a read-only home: the unit holds for this process only
             pass
     _reference_ms[threads] = float(cache[key])

@@ -25,6 +25,14 @@ from search_spaces.errors import InputError
 SCHEMA_VERSION = 2
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file and a rename: an interrupted write never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
 class TableError(InputError):
     """A table file that is missing, corrupt or of another schema; names the file."""
 
@@ -55,12 +63,15 @@ class TableData:
         return json.dumps({"schema": SCHEMA_VERSION, "header": self.header, "ops": self.ops,
                            "calibration": self.calibration}, indent=1, sort_keys=True)
 
+    @property
+    def unit_ms(self) -> float:
+        """Milliseconds per yardstick, the unit of every latency in this table (checked by
+        ``load``; see ``latency_tables.runtime``)."""
+        return float(self.header["yardstick"]["ms"])
+
     def save(self, path: str | Path | None = None) -> None:
         path = Path(path or self.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
+        write_text_atomic(path, self.to_json())
         self.path = path
 
     @classmethod

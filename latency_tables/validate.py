@@ -47,7 +47,7 @@ class Drift:
 
     def line(self) -> str:
         lo, hi = min(self.ratios), max(self.ratios)
-        return (f"re-timed calibration networks vs the table's build: x{self.factor:.3f} latency now "
+        return (f"machine speed vs the table's build: x{self.factor:.3f} latency now "
                 f"({len(self.ratios)} calibration networks re-timed, ratios {lo:.2f}-{hi:.2f})")
 
 
