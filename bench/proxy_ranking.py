@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shlex
 import sys
@@ -47,6 +46,7 @@ from evaluators.base import get_evaluator  # noqa: E402
 from evaluators.trainer import TrainingFailure  # noqa: E402
 from evaluators.zero_cost import PROXIES, ProxyError  # noqa: E402
 from search_spaces import InputError, get_space  # noqa: E402
+from search_spaces.files import write_text_atomic  # noqa: E402
 
 TARGET = "map50"
 DEFAULT_CACHE = ROOT / "bench" / "results" / "proxy_ranking_cache.json"
@@ -94,10 +94,7 @@ def load_cache(path: Path) -> dict:
 
 def save_cache(path: Path, cache: dict) -> None:
     """Write atomically, so an interrupt while writing never loses earlier results."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(cache, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(cache, indent=1, sort_keys=True))
 
 
 def trained(arch, space, trainer, cache: dict, key: str, path: Path) -> tuple[dict, bool]:

@@ -34,7 +34,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ from torch import nn
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import CpuDetector
 from search_spaces.errors import InputError
+from search_spaces.files import atomic_write
 from search_spaces.ops import make_op
 
 from .base import Evaluator, register_evaluator
@@ -233,26 +233,6 @@ def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
             "train a supernet for this space or use the matching checkpoint")
 
 
-def _save_atomically(state: dict, path: Path) -> None:
-    """Write to a temporary file beside ``path``, flush it to disk, then rename over it:
-    a crash leaves either the old or the new checkpoint, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# --------------------------------------------------------------------------- training
-
-
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """The trainer's schedule: linear warm-up, then cosine decay to 0 at ``cfg.steps``."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
@@ -407,7 +387,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         state.restore(record, cfg)
 
     def save() -> None:
-        _save_atomically({**settings, **state.to_record()}, path)
+        record = {**settings, **state.to_record()}
+        atomic_write(path, lambda f: torch.save(record, f))
 
     from tqdm import tqdm
 

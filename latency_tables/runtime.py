@@ -210,7 +210,7 @@ def reference_ms(threads: int) -> float:
     if threads in _reference_ms:
         return _reference_ms[threads]
     from .fingerprint import machine_fingerprint, mismatches
-    from .table import write_text_atomic
+    from search_spaces.files import write_text_atomic
 
     for path in sorted(TABLES_DIR.glob("*.json")):
         try:

@@ -16,21 +16,13 @@ Writes are atomic (temp file + rename), so an interrupted build never corrupts a
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from search_spaces.errors import InputError
+from search_spaces.files import write_text_atomic
 
 SCHEMA_VERSION = 2
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temp file and a rename: an interrupted write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 class TableError(InputError):

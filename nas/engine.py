@@ -30,6 +30,7 @@ from pathlib import Path
 from evaluators.base import Evaluator, by_cost, get_evaluator
 from search_spaces import Architecture, SearchSpace, get_space
 from search_spaces.errors import InputError
+from search_spaces.files import write_text_atomic
 
 from .config import SearchConfig, load_config, save_config
 from .objectives import Failure, Objective
@@ -103,9 +104,7 @@ class RunFolder:
         return records
 
     def save_strategy(self, state: dict, n_told: int) -> None:
-        tmp = self.strategy_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"n_told": n_told, "state": state}), encoding="utf-8")
-        tmp.replace(self.strategy_path)
+        write_text_atomic(self.strategy_path, json.dumps({"n_told": n_told, "state": state}))
 
     def load_strategy(self) -> dict | None:
         if not self.strategy_path.exists():

@@ -15,6 +15,7 @@ import torch
 
 from latency_tables.runtime import to_onnx_bytes
 from search_spaces import Architecture, InputError, SearchSpace, get_space
+from search_spaces.files import atomic_write, write_bytes_atomic
 
 CHECKPOINT_FORMAT = 1
 
@@ -25,13 +26,9 @@ class ExportError(InputError):
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, arch: Architecture, space: SearchSpace, **extra) -> None:
     """Weights plus everything needed to rebuild the model (architecture, space settings)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "arch": arch.to_dict(), "settings": space.settings(),
                "state_dict": model.state_dict(), **extra}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)  # atomic: a crash never leaves half a checkpoint
+    atomic_write(path, lambda f: torch.save(payload, f))  # a crash never leaves half a checkpoint
 
 
 def read_torch_file(path: str | Path):
@@ -80,11 +77,7 @@ def export_onnx(model: torch.nn.Module, arch: Architecture, space: SearchSpace, 
         entry.key, entry.value = key, value
     data = proto.SerializeToString()
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(out)
+        write_bytes_atomic(out, data)
     return data
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from search_spaces.errors import InputError
+from search_spaces.files import write_text_atomic
 
 from .config import apply_overrides, config_from_dict
 
@@ -69,9 +70,7 @@ def run_variant(base: dict, overrides: dict, folder: str | Path, progress: bool 
     except Exception as exc:
         folder.mkdir(parents=True, exist_ok=True)
         first = (f"{type(exc).__name__}: {exc}".splitlines() or [type(exc).__name__])[0]
-        tmp = folder / (ERROR_FILE + ".tmp")
-        tmp.write_text(first + "\n\n" + traceback.format_exc(), encoding="utf-8")
-        tmp.replace(folder / ERROR_FILE)
+        write_text_atomic(folder / ERROR_FILE, first + "\n\n" + traceback.format_exc())
         raise
     (folder / ERROR_FILE).unlink(missing_ok=True)
     return summarize(folder)
@@ -126,9 +125,7 @@ class Sweep:
         for v in variants:  # a bad variant fails here, before any search has run
             config_from_dict(apply_overrides(base, v.overrides), f"sweep variant {v.name}")
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (SWEEP_FILE + ".tmp")
-        tmp.write_text(json.dumps({"base": base, "variants": [asdict(v) for v in variants]}, indent=1), encoding="utf-8")
-        tmp.replace(out / SWEEP_FILE)
+        write_text_atomic(out / SWEEP_FILE, json.dumps({"base": base, "variants": [asdict(v) for v in variants]}, indent=1))
         return cls(out, base, variants)
 
     @classmethod

@@ -22,6 +22,7 @@ import torch
 
 from nas.export import CHECKPOINT_FORMAT, ExportError, export_onnx, read_torch_file, save_checkpoint
 from search_spaces import Architecture, SearchSpace, get_space
+from search_spaces.files import atomic_write, write_bytes_atomic
 
 MODULE_FORMAT = "nas-module-1"
 
@@ -38,12 +39,8 @@ def save_model(path: str | Path, model: torch.nn.Module, arch: Architecture, spa
     if same_structure(model, arch, space):
         save_checkpoint(path, model, arch, space, **extra)
         return "architecture"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": MODULE_FORMAT, "module": model, "arch": arch.to_dict(), "settings": space.settings(), **extra}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(payload, f))
     return "module"
 
 
@@ -80,20 +77,13 @@ def add_metadata(data: bytes, meta: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def export_stage(model: torch.nn.Module, arch: Architecture, space: SearchSpace, path: Path, stage: str,
                  class_names: list[str] | None) -> Path:
     """Export ``model`` to ``path`` with the stage name and class names in the metadata."""
     meta = {"nas.stage": stage}
     if class_names:
         meta["nas.class_names"] = json.dumps(list(class_names))
-    write_atomic(path, add_metadata(export_onnx(model, arch, space), meta))
+    write_bytes_atomic(path, add_metadata(export_onnx(model, arch, space), meta))
     return path
 
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from search_spaces import Architecture, SearchSpace
 from search_spaces.errors import InputError
+from search_spaces.files import write_text_atomic
 
 from .config import PROXY_SCHEDULE_FACTOR, FinishConfig, finish_config, load_finish_config
 from .measure import retime_stages
@@ -266,6 +267,4 @@ def write_tables(out: Path, header: dict, rows: list[dict], threads: tuple[int, 
              else "(each stage when it was made)") + "; params and FLOPs (torch counter, "
           "batch 1) of the torch model (int8: of the fp32 model it was quantised from).", ""]
     for name, text in (("finish.json", json.dumps(payload, indent=2) + "\n"), ("finish.md", "\n".join(md))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out / name)
+        write_text_atomic(out / name, text)

@@ -18,7 +18,9 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from .measure import images_to_input
-from .models import add_metadata, write_atomic
+from search_spaces.files import write_bytes_atomic
+
+from .models import add_metadata
 
 # name -> (onnxruntime CalibrationMethod attribute, extra_options for quantize_static).
 # Percentile's default symmetric collector histograms |x| with np.histogram on float32,
@@ -84,5 +86,5 @@ def quantize(pre_path: Path, out_path: Path, calibration_images: np.ndarray, met
                         op_types_to_quantize=list(settings.op_types) if settings.op_types else None,
                         nodes_to_exclude=exclude, extra_options={**extra, **settings.extra_options})
     meta = {p.key: p.value for p in proto.metadata_props if p.key != "onnx.quant.pre_process"}
-    write_atomic(out_path, add_metadata(out_path.read_bytes(), {**meta, **(metadata or {})}))
+    write_bytes_atomic(out_path, add_metadata(out_path.read_bytes(), {**meta, **(metadata or {})}))
     return out_path

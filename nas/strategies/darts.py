@@ -66,6 +66,7 @@ from torch import nn
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import STAGES, CpuDetector
 from search_spaces.errors import InputError
+from search_spaces.files import atomic_write
 from search_spaces.ops import BLOCK_PARAMS, make_op
 
 from ..objectives import Objective
@@ -517,9 +518,6 @@ class DartsStrategy(Strategy):
         return choices
 
     def _save(self, net, w_opt, a_opt, gen, rng, state) -> None:
-        path = Path(self.checkpoint_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-                    "gen": gen.get_state(), "rng": rng.bit_generator.state, "state": state}, tmp)
-        tmp.replace(path)
+        record = {"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
+                  "gen": gen.get_state(), "rng": rng.bit_generator.state, "state": state}
+        atomic_write(self.checkpoint_path, lambda f: torch.save(record, f))
