@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 
 # ISA extensions that change which kernels onnxruntime picks (and so op latency).
 ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8")
@@ -39,6 +40,13 @@ def machine_fingerprint(threads: int) -> dict:
         "runtime_version": onnxruntime.__version__,
         "date": datetime.date.today().isoformat(),
     }
+
+
+def machine_tag() -> str:
+    """This machine's CPU model as a file-name tag: ``AMD EPYC`` -> ``amd-epyc``,
+    ``Intel(R) Xeon(R) Processor`` -> ``intel-xeon-processor``."""
+    model = re.sub(r"\((r|tm)\)", "", _cpu_model_and_flags()[0].lower())
+    return re.sub(r"[^a-z0-9]+", "-", model).strip("-") or "unknown-cpu"
 
 
 def mismatches(table_fp: dict, threads: int | None = None) -> list[str]:

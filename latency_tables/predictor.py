@@ -15,6 +15,7 @@ the numbers that justify it against the plain sum.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from search_spaces import Architecture, OpSpec, SearchSpace, get_space
 
-from .fingerprint import mismatches
+from .fingerprint import machine_tag, mismatches
 from .runtime import TABLES_DIR
 from .table import MissingOpError, TableData, build_command
 
@@ -35,11 +36,44 @@ class FingerprintMismatchWarning(UserWarning):
 _warned: set[str] = set()
 
 
-def default_table_path(space: SearchSpace, threads: int) -> Path:
+def table_stem(space: SearchSpace, threads: int) -> str:
+    """File name (without ``.json``) shared by every committed table of these settings."""
     s = dict(space.settings())
     size, classes = s.pop("input_size", None), s.pop("num_classes", None)
     extra = "".join(f"_{k}-{v}" for k, v in sorted(s.items()))  # any other setting, e.g. _fixed_act-relu
-    return TABLES_DIR / f"{space.name}_{size}px_{classes}cls{extra}_{threads}t.json"
+    return f"{space.name}_{size}px_{classes}cls{extra}_{threads}t"
+
+
+def _header_fingerprint(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("header", {}).get("fingerprint", {})
+    except (OSError, ValueError):  # unreadable: never chosen as matching; loading it reports why
+        return {}
+
+
+def default_table_path(space: SearchSpace, threads: int) -> Path:
+    """The committed table for these settings and this machine.
+
+    Several machines can each have their table: ``<stem>.json`` and ``<stem>.<machine
+    tag>.json`` (``fingerprint.machine_tag``). The first whose fingerprint matches this
+    machine is returned, else ``<stem>.json`` (loading it warns that it was measured
+    elsewhere)."""
+    stem = table_stem(space, threads)
+    base = TABLES_DIR / f"{stem}.json"
+    for path in [base, *sorted(TABLES_DIR.glob(f"{stem}.*.json"))]:
+        if path.exists() and not mismatches(_header_fingerprint(path), threads):
+            return path
+    return base
+
+
+def build_table_path(space: SearchSpace, threads: int) -> Path:
+    """Where ``nas latency build`` writes by default: this machine's committed table if
+    there is one, else ``<stem>.json`` when that is free, else ``<stem>.<machine tag>.json``
+    (so another machine's table is never overwritten)."""
+    found = default_table_path(space, threads)
+    if not found.exists() or not mismatches(_header_fingerprint(found), threads):
+        return found
+    return TABLES_DIR / f"{table_stem(space, threads)}.{machine_tag()}.json"
 
 
 def kinds_of(table: TableData) -> list[str]:

@@ -140,15 +140,15 @@ def test_reference_params_and_flops_in_published_range():
 def test_fixed_act_relu_leaves_no_hswish_in_the_graph_and_keeps_default_keys():
     import onnx
 
-    from latency_tables.predictor import default_table_path
+    from latency_tables.predictor import table_stem
     from latency_tables.runtime import to_onnx_bytes
 
     default = get_space("cpu_detector", num_classes=3, input_size=64)
     relu = get_space("cpu_detector", num_classes=3, input_size=64, fixed_act="relu")
     arch = default.from_string(default.to_string(default.reference_architectures()["mobilenetv2_like_w0.5"]))
     assert "fixed_act" not in default.settings() and relu.settings()["fixed_act"] == "relu"
-    assert default_table_path(get_space("cpu_detector"), 1).name == "cpu_detector_256px_6cls_1t.json"
-    assert "fixed_act-relu" in default_table_path(relu, 1).name
+    assert table_stem(get_space("cpu_detector"), 1) == "cpu_detector_256px_6cls_1t"
+    assert "fixed_act-relu" in table_stem(relu, 1)
     # Block keys are shared; stem and neck keys differ only where the activation is.
     assert {s.key for s in default.ops(arch) if s.role != "stem" and s.role.startswith("s")} == \
         {s.key for s in relu.ops(arch) if s.role != "stem" and s.role.startswith("s")}

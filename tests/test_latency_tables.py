@@ -169,3 +169,26 @@ def test_reference_unit_comes_from_a_table_measured_here(tmp_path, monkeypatch, 
     monkeypatch.setattr(runtime, "_reference_ms", {})  # ... and kept for the next process
     monkeypatch.setattr(runtime, "measure_reference_ms", lambda threads: pytest.fail("measured twice"))
     assert runtime.reference_ms(1) == measured
+
+
+def test_each_machine_finds_its_own_committed_table(tmp_path, monkeypatch, built):
+    from latency_tables import predictor
+    from latency_tables.fingerprint import machine_tag
+
+    space, path, _ = built
+    stem = predictor.table_stem(space, 1)
+    elsewhere = json.loads(path.read_text())
+    elsewhere["header"]["fingerprint"]["cpu_model"] = "another CPU"
+    (tmp_path / f"{stem}.json").write_text(json.dumps(elsewhere))
+    (tmp_path / f"{stem}.this-cpu.json").write_text(path.read_text())
+    monkeypatch.setattr(predictor, "TABLES_DIR", tmp_path)
+    # The file measured on this machine wins over the plain name, and a build goes there.
+    assert predictor.default_table_path(space, 1).name == f"{stem}.this-cpu.json"
+    assert predictor.build_table_path(space, 1).name == f"{stem}.this-cpu.json"
+    (tmp_path / f"{stem}.this-cpu.json").unlink()
+    # None from here: the plain name is used (with a warning on load) and never overwritten.
+    assert predictor.default_table_path(space, 1).name == f"{stem}.json"
+    assert predictor.build_table_path(space, 1).name == f"{stem}.{machine_tag()}.json"
+    with pytest.warns(predictor.FingerprintMismatchWarning, match="another CPU"):
+        predictor.LatencyTable.default(space, 1)
+    assert machine_tag() and machine_tag() == machine_tag().lower() and " " not in machine_tag()

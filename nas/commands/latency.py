@@ -20,17 +20,18 @@ def _space(args):
 @arg("--threads", type=int, default=1, help="onnxruntime intra-op threads")
 @arg("--input-size", type=int, default=None)
 @arg("--num-classes", type=int, default=None)
-@arg("--out", default=None, help="table path (default: the committed table's path for these settings)")
+@arg("--out", default=None, help="table path (default: this machine's committed table for these settings; "
+                                  "a new <stem>.<cpu>.json beside another machine's)")
 @arg("--calibration-models", type=int, default=None,
      help="whole networks measured to fit the correction (default 120; 0: none)")
 def build(args):
-    from latency_tables.predictor import default_table_path
+    from latency_tables.predictor import build_table_path
     from latency_tables.profiler import DEFAULT_CALIBRATION_MODELS, build_table
 
     if args.threads < 1:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     space = _space(args)
-    out = args.out or default_table_path(space, args.threads)
+    out = args.out or build_table_path(space, args.threads)
     n_cal = DEFAULT_CALIBRATION_MODELS if args.calibration_models is None else args.calibration_models
     table = build_table(space, args.threads, out, calibration_models=n_cal)
     cal = table.calibration or {}
