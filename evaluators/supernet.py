@@ -233,6 +233,9 @@ def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
             "train a supernet for this space or use the matching checkpoint")
 
 
+# --------------------------------------------------------------------------- training
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """The trainer's schedule: linear warm-up, then cosine decay to 0 at ``cfg.steps``."""
     warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
