@@ -119,11 +119,12 @@ def _train_once(job: tuple) -> float:
 def retrain(args, archs: list[Architecture], path: Path) -> dict[str, list[float]]:
     """``{arch json: [mAP@.5 per fresh seed]}`` for every distinct arch, trained
     ``--retrain-seeds`` times with the searches' train_proxy settings and seeds
-    ``RETRAIN_SEED0...``; each result is cached in ``path`` as it finishes, so a rerun
-    only trains what is missing."""
-    cache: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
+    ``RETRAIN_SEED0...``; each result is cached in ``path`` (under its training
+    settings) as it finishes, so a rerun only trains what is missing."""
     options = {"steps": args.train_steps, "batch_size": args.batch_size, "threads": 1,
                "data": {"n_train": args.n_train, "n_val": args.n_val}}
+    everything = json.loads(path.read_text()) if path.exists() else {}
+    cache: dict[str, dict[str, float]] = everything.setdefault(json.dumps(options, sort_keys=True), {})
     seeds = range(RETRAIN_SEED0, RETRAIN_SEED0 + args.retrain_seeds)
     todo = [(a.to_json(), s) for a in {a.to_json(): a for a in archs}.values() for s in seeds
             if str(s) not in cache.get(a.to_json(), {})]
@@ -135,7 +136,7 @@ def retrain(args, archs: list[Architecture], path: Path) -> dict[str, list[float
             for future in concurrent.futures.as_completed(futures):
                 a, s = futures[future]
                 cache.setdefault(a, {})[str(s)] = future.result()
-                write_text_atomic(path, json.dumps(cache, indent=1))
+                write_text_atomic(path, json.dumps(everything, indent=1))
     return {a.to_json(): [cache[a.to_json()][str(s)] for s in seeds] for a in archs}
 
 

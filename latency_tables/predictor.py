@@ -15,7 +15,6 @@ the numbers that justify it against the plain sum.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 from search_spaces import Architecture, OpSpec, SearchSpace, get_space
 
 from .fingerprint import machine_tag, mismatches
-from .runtime import TABLES_DIR
+from .runtime import TABLES_DIR, table_header
 from .table import MissingOpError, TableData, build_command
 
 
@@ -44,13 +43,6 @@ def table_stem(space: SearchSpace, threads: int) -> str:
     return f"{space.name}_{size}px_{classes}cls{extra}_{threads}t"
 
 
-def _header_fingerprint(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("header", {}).get("fingerprint", {})
-    except (OSError, ValueError):  # unreadable: never chosen as matching; loading it reports why
-        return {}
-
-
 def default_table_path(space: SearchSpace, threads: int) -> Path:
     """The committed table for these settings and this machine.
 
@@ -61,7 +53,7 @@ def default_table_path(space: SearchSpace, threads: int) -> Path:
     stem = table_stem(space, threads)
     base = TABLES_DIR / f"{stem}.json"
     for path in [base, *sorted(TABLES_DIR.glob(f"{stem}.*.json"))]:
-        if path.exists() and not mismatches(_header_fingerprint(path), threads):
+        if path.exists() and not mismatches(table_header(path).get("fingerprint", {}), threads):
             return path
     return base
 
@@ -71,7 +63,7 @@ def build_table_path(space: SearchSpace, threads: int) -> Path:
     there is one, else ``<stem>.json`` when that is free, else ``<stem>.<machine tag>.json``
     (so another machine's table is never overwritten)."""
     found = default_table_path(space, threads)
-    if not found.exists() or not mismatches(_header_fingerprint(found), threads):
+    if not found.exists() or not mismatches(table_header(found).get("fingerprint", {}), threads):
         return found
     return TABLES_DIR / f"{table_stem(space, threads)}.{machine_tag()}.json"
 

@@ -201,6 +201,15 @@ TABLES_DIR = Path(__file__).resolve().parent / "tables"  # the committed tables
 UNIT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cpu-det-nas" / "reference_ms.json"
 
 
+def table_header(path: Path) -> dict:
+    """The header of the table file at ``path``, or ``{}`` when it cannot be read (such a
+    file is never taken as measured here; loading it with ``TableData.load`` says why)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("header", {})
+    except (OSError, ValueError):
+        return {}
+
+
 def reference_ms(threads: int) -> float:
     """Milliseconds per yardstick at ``threads`` on this machine, the unit of every
     measurement here: the value recorded in a committed latency table measured on this
@@ -213,10 +222,7 @@ def reference_ms(threads: int) -> float:
     from search_spaces.files import write_text_atomic
 
     for path in sorted(TABLES_DIR.glob("*.json")):
-        try:
-            header = json.loads(path.read_text(encoding="utf-8")).get("header", {})
-        except (OSError, ValueError):
-            continue
+        header = table_header(path)
         ys = header.get("yardstick") or {}
         if ys.get("version") == YARDSTICK_VERSION and not mismatches(header.get("fingerprint", {}), threads):
             _reference_ms[threads] = float(ys["ms"])

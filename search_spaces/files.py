@@ -15,8 +15,8 @@ from typing import BinaryIO, Callable
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """Create ``path``'s folder if needed, call ``write(f)`` on a binary file beside it,
-    flush it to disk, then rename that file over ``path``. On any error the temporary file is removed and
-    ``path`` is left as it was."""
+    flush it to disk, then rename that file over ``path``. On any error the temporary
+    file is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
