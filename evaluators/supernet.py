@@ -7,31 +7,34 @@ seconds instead of a training run: inherit its weights, recalibrate BatchNorm on
 training batches (the supernet's running statistics mix every path, so they are wrong
 for any single one) and measure mAP on the validation split.
 
-Weight sharing granularity. The supernet holds one module per *op role* (``"s3.b1"``,
-``"neck.lateral0"``, ...) and per distinct *op key* that role takes (the key of
-:class:`search_spaces.OpSpec`: kind, every parameter and the input shape). Two paths
-share a module exactly where their op at that role is the same op, so an inherited
-network is bit-for-bit the network ``space.build(arch)`` makes, loaded with those
-weights. Widths are *not* shared by channel slicing (a 0.5x and a 1.0x block are two
-modules), nor are kernels (3x3 is not the centre of 5x5): the keys include them. That
-costs sharing between neighbouring widths but keeps inheritance exact and simple.
+Weight sharing granularity (Once-for-All / BigNAS style). At each op role (``"s3.b1"``,
+``"neck.lateral0"``, ...) and for each block kind that role can take, every weight
+tensor has *one* shared copy at the largest shape any op of that (role, kind) needs.
+An op takes the leading channels of it (the first ``c`` output and input channels)
+and, for a kernel smaller than the largest, the centred ``k x k`` window. So a 0.5x
+and a 1.0x inverted residual at ``s3.b1`` share their first channels, a 3x3 depthwise
+kernel is the centre of the 5x5 one, expansion 3 uses the first half of expansion 6's
+hidden channels, and a path's block trains whenever its position and kind are
+sampled, not only when its exact (width, kernel, expansion, SE) combination is. The
+session-2 supernet kept one module per exact op (3,218 modules, 116M parameters, the
+median one updated 8 times in 3,000 steps) and ranked architectures at Spearman 0.40.
 
-Modules are created lazily, the first time a sampled path uses them: all of the default
-space's (role, key) modules together hold about 116M parameters (3,218 modules) at any
-input size, most of them in wide, rarely sampled stage-5 blocks. An op that was never
+An inherited network is still exactly ``space.build(arch)`` loaded with those slices
+(:meth:`Supernet.extract`), and the supernet's own view of a path
+(:meth:`Supernet.subnet`) computes the same outputs through
+``torch.func.functional_call`` on the sliced tensors. A (role, kind) the training never
 sampled has no trained weights; scoring an architecture that uses one raises
-:class:`UntrainedOpsError` rather than scoring random weights.
+:class:`UntrainedOpsError` rather than scoring initial weights.
 
 Checkpoints (one ``torch.save`` file, written atomically) record the space and its
-settings, the training and data settings, the ops created (in creation order), the
-weights, the AdamW state, the data order and every RNG state, so
-:func:`train_supernet` resumes after a crash and ends bit-identical to an uninterrupted
-run with the same seed (same thread count and torch build).
+settings, the training and data settings, the shared weights, the AdamW state, the
+data order and every RNG state, so :func:`train_supernet` resumes after a crash and
+ends bit-identical to an uninterrupted run with the same seed (same thread count and
+torch build).
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import time
@@ -42,6 +45,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import CpuDetector
@@ -54,7 +58,7 @@ from .data import DataConfig
 from .trainer import PreparedData, TrainConfig, TrainingFailure, _batch, evaluate, supervised_loss, to_tensor
 
 CHECKPOINT_FORMAT = "cpu-det-nas/supernet"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: weights shared across widths, kernels and expansions
 
 
 class UntrainedOpsError(RuntimeError):
@@ -64,132 +68,191 @@ class UntrainedOpsError(RuntimeError):
 # --------------------------------------------------------------------------- supernet
 
 
-def slot_name(spec: OpSpec) -> str:
-    """Module name of one (role, op key): ``s3_b1__<12 hex>``.
+def shared_name(role: str, kind: str, tensor: str) -> str:
+    """Name of the shared copy of one weight tensor: ``s3-b1__ir__dw-0-weight``
+    (module names cannot contain dots)."""
+    return "__".join(part.replace(".", "-") for part in (role, kind, tensor))
 
-    ``nn.ModuleDict`` names cannot contain dots and keys are long, so the key is hashed;
-    the full spec is kept alongside (and in checkpoints) for reading it back.
-    """
-    digest = hashlib.sha1(spec.key.encode()).hexdigest()[:12]
-    return f"{spec.role.replace('.', '_')}__{digest}"
+
+def take(shared: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The part of ``shared`` an op of ``shape`` uses: leading slices, except the two
+    kernel dimensions of a conv weight, which take the centred window. A view, so
+    gradients and in-place BatchNorm statistics updates reach ``shared``."""
+    index = []
+    for dim, (have, want) in enumerate(zip(shared.shape, shape)):
+        start = (have - want) // 2 if shared.dim() == 4 and dim >= 2 else 0
+        index.append(slice(start, start + want))
+    return shared[tuple(index)]
+
+
+def _skeleton(spec: OpSpec) -> nn.Module:
+    """The op's module without weights of its own (on the meta device); the tensors
+    come from the supernet at every call. An op with non-persistent buffers (the decode
+    grid) is built for real: those are constants, not shared weights."""
+    with torch.device("meta"):
+        module = make_op(spec)
+    if {n for n, _ in module.named_buffers()} - set(module.state_dict()):
+        with torch.random.fork_rng(devices=[]):  # its random init is irrelevant: leave the caller's RNG alone
+            module = make_op(spec)
+    return module
+
+
+class _SharedOp(nn.Module):
+    """One op of a path, computing with slices of the supernet's shared tensors."""
+
+    def __init__(self, skeleton: nn.Module, tensors: Callable[[], dict[str, torch.Tensor]]):
+        super().__init__()
+        object.__setattr__(self, "skeleton", skeleton)  # not a submodule: its state is not ours
+        self.tensors = tensors
+
+    def forward(self, *inputs):
+        self.skeleton.train(self.training)
+        return functional_call(self.skeleton, self.tensors(), inputs)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which shared tensors a space's supernet has: ``kinds``, every (role, kind);
+    ``source[name]``, an op whose tensor ``tensor_of[name]`` has the largest shape (it
+    initialises the shared one); ``parameters``, the names that are weights (the rest
+    are BatchNorm statistics)."""
+    kinds: tuple[tuple[str, str], ...]
+    source: dict[str, OpSpec]
+    tensor_of: dict[str, str]
+    parameters: frozenset[str]
+
+
+_LAYOUTS: dict[str, _Layout] = {}
+
+
+def _layout(space: SearchSpace) -> _Layout:
+    """The space's :class:`_Layout`, worked out once per process (it builds a skeleton of
+    each of the space's ~3,000 ops, about 6 s)."""
+    cache_key = f"{space.name}{sorted(space.settings().items())}"
+    if cache_key in _LAYOUTS:
+        return _LAYOUTS[cache_key]
+    kinds: dict[tuple[str, str], None] = {}
+    largest: dict[str, torch.Size] = {}
+    by_shape: dict[str, dict[torch.Size, OpSpec]] = {}
+    tensor_of: dict[str, str] = {}
+    parameters: set[str] = set()
+    seen: set[tuple] = set()
+    for spec in space.enumerate_ops(per_role=True):
+        kinds[(spec.role, spec.kind)] = None
+        # The activation changes no tensor's shape: one of each pair is enough.
+        shape_key = (spec.role, spec.kind, spec.input_shapes, tuple(p for p in spec.params if p[0] != "act"))
+        if shape_key in seen:
+            continue
+        seen.add(shape_key)
+        skeleton = _skeleton(spec)
+        own_parameters = {n for n, _ in skeleton.named_parameters()}
+        for tensor, value in skeleton.state_dict().items():
+            name = shared_name(spec.role, spec.kind, tensor)
+            tensor_of[name] = tensor
+            if tensor in own_parameters:
+                parameters.add(name)
+            have = largest.get(name, value.shape)
+            largest[name] = torch.Size(max(a, b) for a, b in zip(have, value.shape))
+            by_shape.setdefault(name, {}).setdefault(value.shape, spec)
+    source = {}
+    for name, shape in largest.items():
+        if shape not in by_shape[name]:  # no single op spans every dimension: never the case in cpu_detector
+            raise ValueError(f"no op of {name} has its largest shape {tuple(shape)}; the supernet cannot initialise it")
+        source[name] = by_shape[name][shape]
+    _LAYOUTS[cache_key] = _Layout(tuple(kinds), source, tensor_of, frozenset(parameters))
+    return _LAYOUTS[cache_key]
 
 
 class Supernet(nn.Module):
     """Shared weights for every path of a detector space (see the module docstring).
 
-    ``grow(arch)`` creates the modules a path needs and does not have yet;
-    ``subnet(arch)`` is a :class:`CpuDetector` *view* whose modules are the supernet's
-    own objects (training the view trains the supernet); ``extract(arch)`` is a state
-    dict that ``space.build(arch).load_state_dict`` accepts, giving the same outputs.
+    ``subnet(arch)`` is a :class:`CpuDetector` *view* computing with the shared tensors
+    (training the view trains the supernet); ``extract(arch)`` is a state dict that
+    ``space.build(arch).load_state_dict`` accepts, giving the same outputs.
 
-    A supernet read from a checkpoint with ``lazy=True`` keeps the stored weights aside
-    and only builds a module when a path first needs it, so scoring does not hold all
-    the weights in memory.
+    The shared tensors are created at construction, for every op the space can emit,
+    initialised from the space's own op initialisation (the draw uses the global torch
+    RNG: seed it first). ``trained_steps`` counts, per (role, kind), the training steps
+    whose path used it.
     """
 
     def __init__(self, space: SearchSpace):
         super().__init__()
         self.space = space
-        self.choices = nn.ModuleDict()
-        self._specs: dict[str, OpSpec] = {}                      # slot -> spec, creation order
-        self._stored: dict[str, dict[str, torch.Tensor]] = {}   # slot -> weights not yet built
-
-    # ----- membership ----------------------------------------------------------------
-    def op_specs(self) -> list[OpSpec]:
-        """Every op the supernet has (built or stored), in creation order."""
-        return list(self._specs.values())
-
-    def missing(self, arch: Architecture) -> list[OpSpec]:
-        """The ops of ``arch`` (in walk order) that the supernet has no weights for."""
-        return [spec for spec in self.space.ops(arch) if slot_name(spec) not in self._specs]
-
-    def grow(self, arch: Architecture) -> list[nn.Module]:
-        """Create (freshly initialised, from the global torch RNG) the modules ``arch``
-        needs and lacks, in walk order; returns the new modules."""
-        return [self._create(spec) for spec in self.missing(arch)]
-
-    def _create(self, spec: OpSpec) -> nn.Module:
-        name = slot_name(spec)
-        module = make_op(spec)
-        self.choices[name] = module
-        self._specs[name] = spec
-        return module
-
-    def _module(self, spec: OpSpec) -> nn.Module:
-        name = slot_name(spec)
-        if name in self.choices:
-            return self.choices[name]
-        if name in self._stored:
-            # Built from the stored weights on first use; the random init is overwritten,
-            # so draw it from a forked RNG and leave the caller's stream untouched.
-            with torch.random.fork_rng(devices=[]):
-                module = make_op(spec)
-            module.load_state_dict(self._stored.pop(name))
-            self.choices[name] = module
-            return module
-        raise UntrainedOpsError(f"the supernet has no op {spec.key} at role {spec.role}")
+        self.weights = nn.ParameterDict()
+        self.statistics = nn.Module()  # BatchNorm running statistics, shared like the weights
+        self._skeletons: dict[tuple[str, str], nn.Module] = {}
+        layout = _layout(space)
+        self.kinds = list(layout.kinds)
+        self._kind_index = {k: i for i, k in enumerate(self.kinds)}
+        self.register_buffer("trained_steps", torch.zeros(len(self.kinds), dtype=torch.long))
+        built: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        for name, spec in layout.source.items():
+            if (spec.role, spec.key) not in built:
+                built[(spec.role, spec.key)] = make_op(spec).state_dict()
+            value = built[(spec.role, spec.key)][layout.tensor_of[name]].detach().clone()
+            if name in layout.parameters:
+                self.weights[name] = nn.Parameter(value)
+            else:
+                self.statistics.register_buffer(name, value)
 
     # ----- paths -----------------------------------------------------------------------
-    def path_modules(self, arch: Architecture) -> dict[str, nn.Module]:
-        """``{role: module}`` for ``arch``; raises :class:`UntrainedOpsError` naming the
-        ops it lacks (train longer, or score only architectures it has seen)."""
+    def _skeleton(self, spec: OpSpec) -> nn.Module:
+        key = (spec.role, spec.key)  # per role: two positions with the same op are two modules
+        if key not in self._skeletons:
+            self._skeletons[key] = _skeleton(spec)
+        return self._skeletons[key]
+
+    def _shared(self, name: str) -> torch.Tensor:
+        return self.weights[name] if name in self.weights else getattr(self.statistics, name)
+
+    def _slices(self, spec: OpSpec) -> Callable[[], dict[str, torch.Tensor]]:
+        plan = [(tensor, shared_name(spec.role, spec.kind, tensor), value.shape)
+                for tensor, value in self._skeleton(spec).state_dict().items()]
+        return lambda: {tensor: take(self._shared(name), shape) for tensor, name, shape in plan}
+
+    def missing(self, arch: Architecture) -> list[OpSpec]:
+        """The ops of ``arch`` (in walk order) whose (role, kind) was never trained."""
+        return [spec for spec in self.space.ops(arch) if self.trained_steps[self._kind_index[(spec.role, spec.kind)]] == 0]
+
+    def mark_trained(self, arch: Architecture) -> None:
+        """Count one training step for every (role, kind) of ``arch``."""
+        for spec in self.space.ops(arch):
+            self.trained_steps[self._kind_index[(spec.role, spec.kind)]] += 1
+
+    def check_trained(self, arch: Architecture) -> None:
+        """Raise :class:`UntrainedOpsError` naming the ops of ``arch`` that were never
+        trained (train longer, or score only architectures it has seen)."""
         absent = self.missing(arch)
         if absent:
-            shown = "; ".join(f"{s.role}: {s.key}" for s in absent[:3])
+            shown = "; ".join(f"{s.role}: {s.kind}" for s in absent[:3])
             raise UntrainedOpsError(
                 f"the supernet never trained {len(absent)} op(s) of this architecture ({shown}"
                 + (", ..." if len(absent) > 3 else "") + "); train it for more steps")
-        return {spec.role: self._module(spec) for spec in self.space.ops(arch)}
 
-    def subnet(self, arch: Architecture):
-        """A :class:`CpuDetector` sharing this supernet's modules (no copy)."""
-        return CpuDetector(self.path_modules(arch), arch, self.space.settings()["num_classes"])
+    def subnet(self, arch: Architecture) -> CpuDetector:
+        """A :class:`CpuDetector` computing with this supernet's tensors (no copy)."""
+        modules = {}
+        for spec in self.space.ops(arch):
+            skeleton = self._skeleton(spec)
+            # An op without state (merges, the decode) is used as it is: callers reach
+            # into the decode's methods, which a wrapper would hide.
+            modules[spec.role] = _SharedOp(skeleton, self._slices(spec)) if skeleton.state_dict() else skeleton
+        return CpuDetector(modules, arch, self.space.settings()["num_classes"])
 
     def extract(self, arch: Architecture) -> dict[str, torch.Tensor]:
         """State dict of ``space.build(arch)`` with the inherited weights (copies, so
         later training of the supernet does not change it)."""
-        return {k: v.detach().clone() for k, v in self.subnet(arch).state_dict().items()}
-
-    # ----- checkpoint form ---------------------------------------------------------------
-    def record_ops(self) -> list[dict]:
-        return [_spec_to_dict(s) for s in self._specs.values()]
-
-    @classmethod
-    def from_record(cls, space: SearchSpace, ops: list[dict], weights: dict[str, torch.Tensor],
-                    lazy: bool = False) -> "Supernet":
-        """Rebuild from a checkpoint's ``ops`` and ``weights``.
-
-        ``lazy=False`` builds every module now, in the recorded creation order (what
-        resuming training needs: the optimiser's groups follow that order). Building
-        draws initial weights from the global torch RNG; callers restore RNG state after.
-        ``lazy=True`` is for scoring: modules are built on first use, and ``state_dict()``
-        holds only those built so far.
-        """
-        net = cls(space)
-        specs = [_spec_from_dict(d) for d in ops]
-        if lazy:
-            grouped: dict[str, dict[str, torch.Tensor]] = {slot_name(s): {} for s in specs}
-            for key, tensor in weights.items():
-                name, _, rest = key[len("choices."):].partition(".")
-                grouped[name][rest] = tensor
-            for spec in specs:
-                net._specs[slot_name(spec)] = spec
-            net._stored = grouped
-        else:
-            for spec in specs:
-                net._create(spec)
-            net.load_state_dict(weights)
-        return net
-
-
-def _spec_to_dict(spec: OpSpec) -> dict:
-    return {"role": spec.role, "kind": spec.kind, "params": [list(p) for p in spec.params],
-            "input_shapes": [list(s) for s in spec.input_shapes]}
-
-
-def _spec_from_dict(d: dict) -> OpSpec:
-    return OpSpec(d["kind"], tuple((k, v) for k, v in d["params"]),
-                  tuple(tuple(int(x) for x in s) for s in d["input_shapes"]), d["role"])
+        specs = {spec.role: spec for spec in self.space.ops(arch)}
+        skeletons = {role: self._skeleton(spec) for role, spec in specs.items()}
+        role_of = {id(module): role for role, module in skeletons.items()}
+        layout = CpuDetector(skeletons, arch, self.space.settings()["num_classes"])
+        state = {}
+        for prefix, module in layout.named_modules():
+            if id(module) in role_of:
+                for tensor, value in self._slices(specs[role_of[id(module)]])().items():
+                    state[f"{prefix}.{tensor}"] = value.detach().clone()
+        return state
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -242,32 +305,21 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * warm * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / max(1, cfg.steps)))
 
 
-def add_to_optimizer(opt: torch.optim.Optimizer | None, modules: list[nn.Module],
-                     cfg: TrainConfig) -> torch.optim.Optimizer | None:
-    """One AdamW param group per new module that has parameters, in the given order.
+def make_optimizer(supernet: Supernet, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over every shared weight, in the supernet's (deterministic) order."""
+    return torch.optim.AdamW(supernet.weights.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    Groups are per module so that a resumed run can rebuild the same groups from the
-    recorded creation order. Returns the optimiser (created on the first parameters).
+
+def train_step(supernet: Supernet, opt: torch.optim.Optimizer, arch: Architecture, images: torch.Tensor,
+               targets: list[dict], cfg: TrainConfig, lr: float) -> float:
+    """One SPOS step on ``arch``: detection loss through its path, clip, AdamW step.
+
+    Only the shared tensors of the path's (role, kind)s get gradients; AdamW skips the
+    others, so they are untouched (no weight decay either). Inside a shared tensor the
+    channels the path did not use get a zero gradient, and Adam's momentum still moves
+    them a little, as in Once-for-All. Returns the loss; raises :class:`TrainingFailure`
+    on NaN/inf.
     """
-    groups = [{"params": list(m.parameters())} for m in modules]
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        return opt
-    if opt is None:
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for g in groups:
-        opt.add_param_group(g)
-    return opt
-
-
-def train_step(supernet: Supernet, opt: torch.optim.Optimizer | None, arch: Architecture, images: torch.Tensor,
-               targets: list[dict], cfg: TrainConfig, lr: float) -> tuple[float, torch.optim.Optimizer]:
-    """One SPOS step on ``arch``: grow its missing ops, detection loss through its path,
-    clip, AdamW step. Only the path's parameters get gradients, and AdamW skips
-    parameters without one, so the rest of the supernet is untouched (no weight decay
-    either). Returns ``(loss, optimiser)``; raises :class:`TrainingFailure` on NaN/inf.
-    """
-    opt = add_to_optimizer(opt, supernet.grow(arch), cfg)
     view = supernet.subnet(arch)
     view.train()
     loss = supervised_loss(view, images, targets)["loss"]
@@ -275,11 +327,12 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer | None, arch: Arch
         raise TrainingFailure(f"supernet loss became {loss.item()} (lr {lr:.2e}) on {arch.id}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(view.parameters(), cfg.grad_clip)
+    torch.nn.utils.clip_grad_norm_([p for p in supernet.weights.values() if p.grad is not None], cfg.grad_clip)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.step()
-    return float(loss.detach()), opt
+    supernet.mark_trained(arch)
+    return float(loss.detach())
 
 
 @dataclass
@@ -301,16 +354,16 @@ class SupernetRun:
 class _State:
     """Everything a step changes, so that it can be saved and restored as one."""
 
-    def __init__(self, supernet: Supernet, seed: int, n_train: int):
+    def __init__(self, supernet: Supernet, cfg: TrainConfig, n_train: int):
         import random
 
         self.supernet = supernet
-        self.opt: torch.optim.Optimizer | None = None
+        self.opt = make_optimizer(supernet, cfg)
         self.step = 0
         self.seconds = 0.0
         self.losses: list[float] = []
-        self.arch_rng = random.Random(seed)         # which path each step trains
-        self.data_rng = np.random.default_rng(seed)  # batch order and augmentation
+        self.arch_rng = random.Random(cfg.seed)         # which path each step trains
+        self.data_rng = np.random.default_rng(cfg.seed)  # batch order and augmentation
         self.order = self.data_rng.permutation(n_train)
         self.cursor = 0
 
@@ -324,22 +377,16 @@ class _State:
 
     def to_record(self) -> dict:
         return {"step": self.step, "seconds": self.seconds, "losses": list(self.losses),
-                "ops": self.supernet.record_ops(), "weights": self.supernet.state_dict(),
-                "optimizer": self.opt.state_dict() if self.opt is not None else None,
+                "weights": self.supernet.state_dict(), "optimizer": self.opt.state_dict(),
                 "order": torch.from_numpy(self.order.astype(np.int64)), "cursor": self.cursor,
                 "rng": {"python": self.arch_rng.getstate(), "numpy": self.data_rng.bit_generator.state,
                         "torch": torch.get_rng_state()}}
 
-    def restore(self, record: dict, cfg: TrainConfig) -> None:
-        space = self.supernet.space
-        self.supernet = Supernet.from_record(space, record["ops"], record["weights"])
-        # Same groups, same order as when the modules were first created.
-        self.opt = add_to_optimizer(None, list(self.supernet.choices.values()), cfg)
-        if record["optimizer"] is not None:
-            self.opt.load_state_dict(record["optimizer"])
+    def restore(self, record: dict) -> None:
+        self.supernet.load_state_dict(record["weights"])
+        self.opt.load_state_dict(record["optimizer"])
         self.step, self.seconds, self.losses = int(record["step"]), float(record["seconds"]), list(record["losses"])
         self.order, self.cursor = record["order"].numpy().copy(), int(record["cursor"])
-        # RNG last: rebuilding the modules above drew from the torch RNG.
         self.arch_rng.setstate(record["rng"]["python"])
         self.data_rng.bit_generator.state = record["rng"]["numpy"]
         torch.set_rng_state(record["rng"]["torch"])
@@ -384,10 +431,10 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     if len(train_data) < batch_size:
         raise InputError(f"the training split has {len(train_data)} images, fewer than batch_size {batch_size}")
 
-    torch.manual_seed(seed)  # initial weights of lazily created ops
-    state = _State(Supernet(space), seed, len(train_data))
+    torch.manual_seed(seed)  # initial shared weights
+    state = _State(Supernet(space), cfg, len(train_data))
     if record is not None:
-        state.restore(record, cfg)
+        state.restore(record)
 
     def save() -> None:
         record = {**settings, **state.to_record()}
@@ -402,13 +449,13 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     while state.step < steps:
         arch = space.sample(state.arch_rng)
         images, targets = _batch(train_data, state.next_indices(batch_size), cfg, state.data_rng)
-        loss, state.opt = train_step(state.supernet, state.opt, arch, images, targets, cfg, lr_at(state.step, cfg))
+        loss = train_step(state.supernet, state.opt, arch, images, targets, cfg, lr_at(state.step, cfg))
         state.step += 1
         state.losses.append(loss)
         state.seconds = seconds_before + time.monotonic() - start
         dirty = True
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", ops=len(state.supernet.choices))
+        bar.set_postfix(loss=f"{loss:.3f}")
         if callback is not None:
             callback(state.step, loss)
         if state.step % save_every == 0:
@@ -462,9 +509,9 @@ class SupernetScore(Evaluator):
     ``batch_size`` training images.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
-    defaults to the data the supernet was trained on. The checkpoint is read once
-    (memory-mapped) and only the ops candidates use are built. An architecture with an
-    op the supernet never sampled raises :class:`UntrainedOpsError` (the trial fails).
+    defaults to the data the supernet was trained on. The checkpoint is read once. An
+    architecture with a (role, kind) the supernet never sampled raises
+    :class:`UntrainedOpsError` (the trial fails).
     """
 
     cost = "train"
@@ -483,7 +530,9 @@ class SupernetScore(Evaluator):
     def _load(self, space: SearchSpace) -> Supernet:
         check_checkpoint(self._record, space, self.path)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
-            self._supernet = Supernet.from_record(space, self._record["ops"], self._record["weights"], lazy=True)
+            with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: keep the caller's RNG
+                self._supernet = Supernet(space)
+            self._supernet.load_state_dict(self._record["weights"])
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
             self._data = cfg.load(space.settings()["input_size"])
             _check_data(self._data[0], space, cfg)
@@ -494,6 +543,7 @@ class SupernetScore(Evaluator):
             torch.set_num_threads(self.threads)
         supernet = self._load(space)
         train_data, val_data = self._data
+        supernet.check_trained(arch)
         model = space.build(arch)
         model.load_state_dict(supernet.extract(arch))
         recalibrate_bn(model, calibration_images(train_data, self.bn_batches * self.batch_size), self.batch_size)

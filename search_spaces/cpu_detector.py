@@ -240,14 +240,15 @@ class CpuDetectorSpace(SearchSpace):
         specs = self.ops(arch, input_hw)
         return CpuDetector({spec.role: make_op(spec) for spec in specs}, arch, self.num_classes)
 
-    def enumerate_ops(self, input_hw: tuple[int, int] | None = None) -> list[OpSpec]:
+    def enumerate_ops(self, input_hw: tuple[int, int] | None = None, per_role: bool = False) -> list[OpSpec]:
         """Every distinct op this space can emit at ``input_hw``, found by walking a set of
         architectures that together cover each (position, choice) combination that changes
-        an op key. Deterministic order."""
-        seen: dict[str, OpSpec] = {}
+        an op key. Deterministic order. ``per_role``: an op that several roles can hold
+        (``s3.b1`` and ``s3.b2`` alike) is listed once per role, as a supernet needs."""
+        seen: dict[tuple, OpSpec] = {}
         for arch in self._covering_architectures():
             for spec in self.ops(arch, input_hw):
-                seen.setdefault(spec.key, spec)
+                seen.setdefault((spec.key, spec.role) if per_role else spec.key, spec)
         return list(seen.values())
 
     def _covering_architectures(self):

@@ -35,5 +35,5 @@ def train(args):
     tail = run.losses[-20:]
     loss = f", loss {sum(tail) / len(tail):.3f} (last {len(tail)} steps)" if tail else ""
     state = "done" if run.complete else "stopped early; run the same command again to resume"
-    print(f"supernet: {run.step}/{run.steps} steps ({state}), {len(run.supernet.choices)} ops, "
+    print(f"supernet: {run.step}/{run.steps} steps ({state}), {len(run.supernet.weights)} shared tensors, "
           f"{params / 1e6:.1f}M params, {run.seconds:.0f} s of training{loss}; wrote {run.path}")
