@@ -527,7 +527,9 @@ class SupernetScore(Evaluator):
         self._supernet: Supernet | None = None
         self._data: tuple[PreparedData, PreparedData] | None = None
 
-    def _load(self, space: SearchSpace) -> Supernet:
+    def prepare(self, space: SearchSpace) -> Supernet:
+        """Load the supernet and the data for ``space`` (the first call does it anyway;
+        calling it first keeps that one-off cost out of a candidate's time)."""
         check_checkpoint(self._record, space, self.path)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: keep the caller's RNG
@@ -541,7 +543,7 @@ class SupernetScore(Evaluator):
     def __call__(self, arch: Architecture, space: SearchSpace):
         if self.threads:
             torch.set_num_threads(self.threads)
-        supernet = self._load(space)
+        supernet = self.prepare(space)
         train_data, val_data = self._data
         supernet.check_trained(arch)
         model = space.build(arch)

@@ -145,10 +145,10 @@ def test_evaluator_scores_trained_paths(space, tiny_data3, trained):
         assert set(metrics) == {"supernet_map", "supernet_map50"}
         assert all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in metrics.values())
     # Scoring calibrates a standalone copy: the supernet's own BN statistics stay as trained.
-    scored = ev._load(space).extract(archs[0])
+    scored = ev.prepare(space).extract(archs[0])
     stored = trained.supernet.extract(archs[0])
     assert all(torch.equal(scored[k], stored[k]) for k in stored)
-    unseen = next(a for a in (space.sample(random.Random(i)) for i in range(100, 200)) if ev._load(space).missing(a))
+    unseen = next(a for a in (space.sample(random.Random(i)) for i in range(100, 200)) if ev.prepare(space).missing(a))
     with pytest.raises(UntrainedOpsError, match="never trained"):
         ev(unseen, space)
 
