@@ -15,16 +15,21 @@ and, for a kernel smaller than the largest, the centred ``k x k`` window. So a 0
 and a 1.0x inverted residual at ``s3.b1`` share their first channels, a 3x3 depthwise
 kernel is the centre of the 5x5 one, expansion 3 uses the first half of expansion 6's
 hidden channels, and a path's block trains whenever its position and kind are
-sampled, not only when its exact (width, kernel, expansion, SE) combination is. The
-session-2 supernet kept one module per exact op (3,218 modules, 116M parameters, the
-median one updated 8 times in 3,000 steps) and ranked architectures at Spearman 0.40.
+sampled, not only when its exact (width, kernel, expansion, SE) combination is
+(BENCHMARKS.md has what one module per exact op gave).
 
 An inherited network is still exactly ``space.build(arch)`` loaded with those slices
 (:meth:`Supernet.extract`), and the supernet's own view of a path
 (:meth:`Supernet.subnet`) computes the same outputs through
-``torch.func.functional_call`` on the sliced tensors. A (role, kind) the training never
-sampled has no trained weights; scoring an architecture that uses one raises
-:class:`UntrainedOpsError` rather than scoring initial weights.
+``torch.func.functional_call`` on the sliced tensors. A shared tensor that no training step
+ever reached (say the squeeze-excite of a position only sampled without it) has no
+trained values; scoring an architecture that uses one raises
+:class:`UntrainedOpsError` rather than scoring initial weights. Two kinds share less
+well than the rest: a ghost module's outputs are ``[primary, cheap]``, so at another
+expansion or width the same hidden channel index can be a primary channel in one op
+and a cheap one in another; and a shape-keeping shuffle unit transforms the second half
+of its input, so its branch's input channels shift with the width. Their paths still
+compute exactly what the standalone networks do; only the sharing is looser.
 
 Checkpoints (one ``torch.save`` file, written atomically) record the space and its
 settings, the training and data settings, the shared weights, the AdamW state, the
@@ -112,11 +117,9 @@ class _SharedOp(nn.Module):
 
 @dataclass(frozen=True)
 class _Layout:
-    """Which shared tensors a space's supernet has: ``kinds``, every (role, kind);
-    ``source[name]``, an op whose tensor ``tensor_of[name]`` has the largest shape (it
-    initialises the shared one); ``parameters``, the names that are weights (the rest
-    are BatchNorm statistics)."""
-    kinds: tuple[tuple[str, str], ...]
+    """Which shared tensors a space's supernet has: ``source[name]``, an op whose tensor
+    ``tensor_of[name]`` has the largest shape (it initialises the shared one);
+    ``parameters``, the names that are weights (the rest are BatchNorm statistics)."""
     source: dict[str, OpSpec]
     tensor_of: dict[str, str]
     parameters: frozenset[str]
@@ -128,17 +131,16 @@ _LAYOUTS: dict[str, _Layout] = {}
 def _layout(space: SearchSpace) -> _Layout:
     """The space's :class:`_Layout`, worked out once per process (it builds a skeleton of
     each of the space's ~3,000 ops, about 6 s)."""
-    cache_key = f"{space.name}{sorted(space.settings().items())}"
+    # block_kinds is not among the settings (a config can restrict it), but changes the ops.
+    cache_key = f"{space.name}{sorted(space.settings().items())}{getattr(space, 'block_kinds', None)}"
     if cache_key in _LAYOUTS:
         return _LAYOUTS[cache_key]
-    kinds: dict[tuple[str, str], None] = {}
     largest: dict[str, torch.Size] = {}
     by_shape: dict[str, dict[torch.Size, OpSpec]] = {}
     tensor_of: dict[str, str] = {}
     parameters: set[str] = set()
     seen: set[tuple] = set()
     for spec in space.enumerate_ops(per_role=True):
-        kinds[(spec.role, spec.kind)] = None
         # The activation changes no tensor's shape: one of each pair is enough.
         shape_key = (spec.role, spec.kind, spec.input_shapes, tuple(p for p in spec.params if p[0] != "act"))
         if shape_key in seen:
@@ -159,7 +161,7 @@ def _layout(space: SearchSpace) -> _Layout:
         if shape not in by_shape[name]:  # no single op spans every dimension: never the case in cpu_detector
             raise ValueError(f"no op of {name} has its largest shape {tuple(shape)}; the supernet cannot initialise it")
         source[name] = by_shape[name][shape]
-    _LAYOUTS[cache_key] = _Layout(tuple(kinds), source, tensor_of, frozenset(parameters))
+    _LAYOUTS[cache_key] = _Layout(source, tensor_of, frozenset(parameters))
     return _LAYOUTS[cache_key]
 
 
@@ -172,8 +174,11 @@ class Supernet(nn.Module):
 
     The shared tensors are created at construction, for every op the space can emit,
     initialised from the space's own op initialisation (the draw uses the global torch
-    RNG: seed it first). ``trained_steps`` counts, per (role, kind), the training steps
-    whose path used it.
+    RNG: seed it first). ``trained_steps`` counts, per shared weight (in the order of
+    ``weights``), the training steps that gave it a gradient.
+
+    The views of ``subnet`` own no parameters (``view.parameters()`` is empty): optimise
+    ``supernet.weights``.
     """
 
     def __init__(self, space: SearchSpace):
@@ -183,9 +188,7 @@ class Supernet(nn.Module):
         self.statistics = nn.Module()  # BatchNorm running statistics, shared like the weights
         self._skeletons: dict[tuple[str, str], nn.Module] = {}
         layout = _layout(space)
-        self.kinds = list(layout.kinds)
-        self._kind_index = {k: i for i, k in enumerate(self.kinds)}
-        self.register_buffer("trained_steps", torch.zeros(len(self.kinds), dtype=torch.long))
+        self._plans: dict[tuple[str, str], list[tuple[str, str, torch.Size]]] = {}
         built: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         for name, spec in layout.source.items():
             if (spec.role, spec.key) not in built:
@@ -195,6 +198,8 @@ class Supernet(nn.Module):
                 self.weights[name] = nn.Parameter(value)
             else:
                 self.statistics.register_buffer(name, value)
+        self._weight_index = {name: i for i, name in enumerate(self.weights)}
+        self.register_buffer("trained_steps", torch.zeros(len(self.weights), dtype=torch.long))
 
     # ----- paths -----------------------------------------------------------------------
     def _skeleton(self, spec: OpSpec) -> nn.Module:
@@ -206,28 +211,38 @@ class Supernet(nn.Module):
     def _shared(self, name: str) -> torch.Tensor:
         return self.weights[name] if name in self.weights else getattr(self.statistics, name)
 
+    def _plan(self, spec: OpSpec) -> list[tuple[str, str, torch.Size]]:
+        """``(tensor name in the op, shared name, shape)`` for each tensor of ``spec``."""
+        key = (spec.role, spec.key)
+        if key not in self._plans:
+            self._plans[key] = [(tensor, shared_name(spec.role, spec.kind, tensor), value.shape)
+                                for tensor, value in self._skeleton(spec).state_dict().items()]
+        return self._plans[key]
+
     def _slices(self, spec: OpSpec) -> Callable[[], dict[str, torch.Tensor]]:
-        plan = [(tensor, shared_name(spec.role, spec.kind, tensor), value.shape)
-                for tensor, value in self._skeleton(spec).state_dict().items()]
+        plan = self._plan(spec)
         return lambda: {tensor: take(self._shared(name), shape) for tensor, name, shape in plan}
 
-    def missing(self, arch: Architecture) -> list[OpSpec]:
-        """The ops of ``arch`` (in walk order) whose (role, kind) was never trained."""
-        return [spec for spec in self.space.ops(arch) if self.trained_steps[self._kind_index[(spec.role, spec.kind)]] == 0]
+    def missing(self, arch: Architecture) -> list[tuple[OpSpec, str]]:
+        """``(op, tensor)`` for each weight of ``arch`` (in walk order) that no training
+        step ever gave a gradient, e.g. the SE of a position only sampled without SE.
+        (Counted per shared tensor: a tensor trained only through narrower ops counts.)"""
+        return [(spec, tensor) for spec in self.space.ops(arch) for tensor, name, _ in self._plan(spec)
+                if name in self._weight_index and self.trained_steps[self._weight_index[name]] == 0]
 
-    def mark_trained(self, arch: Architecture) -> None:
-        """Count one training step for every (role, kind) of ``arch``."""
-        for spec in self.space.ops(arch):
-            self.trained_steps[self._kind_index[(spec.role, spec.kind)]] += 1
+    def count_trained(self) -> None:
+        """After a backward pass: count a step for every shared weight with a gradient."""
+        got = torch.tensor([p.grad is not None for p in self.weights.values()], dtype=torch.long)
+        self.trained_steps += got
 
     def check_trained(self, arch: Architecture) -> None:
         """Raise :class:`UntrainedOpsError` naming the ops of ``arch`` that were never
         trained (train longer, or score only architectures it has seen)."""
         absent = self.missing(arch)
         if absent:
-            shown = "; ".join(f"{s.role}: {s.kind}" for s in absent[:3])
+            shown = "; ".join(f"{spec.role} ({spec.kind}): {tensor}" for spec, tensor in absent[:3])
             raise UntrainedOpsError(
-                f"the supernet never trained {len(absent)} op(s) of this architecture ({shown}"
+                f"the supernet never trained {len(absent)} weight(s) of this architecture ({shown}"
                 + (", ..." if len(absent) > 3 else "") + "); train it for more steps")
 
     def subnet(self, arch: Architecture) -> CpuDetector:
@@ -265,8 +280,8 @@ def _train_settings(cfg: TrainConfig) -> dict:
 
 
 def load_checkpoint(path: str | os.PathLike, mmap: bool = True) -> dict:
-    """The checkpoint's record; memory-mapped by default (weights are read only when
-    touched, which is what scoring wants; resuming reads everything anyway).
+    """The checkpoint's record; memory-mapped by default (the optimiser state, which
+    scoring never needs, is then not read into memory).
 
     Raises :class:`InputError` naming the file when it is missing or not a checkpoint.
     """
@@ -281,19 +296,35 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = True) -> dict:
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not a supernet checkpoint (written by `nas supernet train`)")
     if record.get("version") != CHECKPOINT_VERSION:
-        raise InputError(f"{path}: supernet checkpoint version {record.get('version')!r}; "
-                         f"this version reads {CHECKPOINT_VERSION}")
+        raise InputError(f"{path}: supernet checkpoint version {record.get('version')!r}; this version reads "
+                         f"{CHECKPOINT_VERSION} (version 2 shares weights across widths and kernels); "
+                         "train it again with `nas supernet train`")
     return record
 
 
 def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
     """Raise :class:`InputError` naming ``path`` unless the checkpoint is for ``space``
-    with the same settings (input size and classes change every op key)."""
+    with the same settings (the classes change the head's tensors; the input size
+    changes no tensor but every path's statistics)."""
     if record["space"] != space.name or record["settings"] != space.settings():
         raise InputError(
             f"supernet checkpoint {path} was trained for space {record['space']!r} with settings "
             f"{record['settings']}, not {space.name!r} with {space.settings()}; "
             "train a supernet for this space or use the matching checkpoint")
+
+
+def load_weights(supernet: Supernet, record: dict, path) -> None:
+    """Load a checkpoint's shared tensors into ``supernet``; :class:`InputError` naming
+    ``path`` if the checkpoint holds other tensors (a space with other block kinds, or
+    another version of the ops), rather than restoring optimiser moments by position
+    onto the wrong weights."""
+    if record["weight_names"] != list(supernet.weights):
+        theirs, ours = set(record["weight_names"]), set(supernet.weights)
+        raise InputError(f"supernet checkpoint {path} holds other shared tensors than this space's supernet "
+                         f"({len(theirs - ours)} not in this space, {len(ours - theirs)} missing; e.g. "
+                         f"{sorted(theirs ^ ours)[:2]}): it was trained for other block kinds or ops; "
+                         "train a supernet for this space")
+    supernet.load_state_dict(record["weights"])
 
 
 # --------------------------------------------------------------------------- training
@@ -316,9 +347,11 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, arch: Architectur
 
     Only the shared tensors of the path's (role, kind)s get gradients; AdamW skips the
     others, so they are untouched (no weight decay either). Inside a shared tensor the
-    channels the path did not use get a zero gradient, and Adam's momentum still moves
-    them a little, as in Once-for-All. Returns the loss; raises :class:`TrainingFailure`
-    on NaN/inf.
+    channels the path did not use get a zero gradient: Adam's momentum still moves them
+    a little, as in Once-for-All, and the decoupled weight decay shrinks them by
+    ``lr * weight_decay`` (at the defaults, to about 0.74 over 3,000 steps if they were
+    never used, less for the channels every width shares). Returns the loss; raises
+    :class:`TrainingFailure` on NaN/inf.
     """
     view = supernet.subnet(arch)
     view.train()
@@ -327,11 +360,11 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, arch: Architectur
         raise TrainingFailure(f"supernet loss became {loss.item()} (lr {lr:.2e}) on {arch.id}")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    supernet.count_trained()
     torch.nn.utils.clip_grad_norm_([p for p in supernet.weights.values() if p.grad is not None], cfg.grad_clip)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.step()
-    supernet.mark_trained(arch)
     return float(loss.detach())
 
 
@@ -377,13 +410,14 @@ class _State:
 
     def to_record(self) -> dict:
         return {"step": self.step, "seconds": self.seconds, "losses": list(self.losses),
-                "weights": self.supernet.state_dict(), "optimizer": self.opt.state_dict(),
+                "weight_names": list(self.supernet.weights), "weights": self.supernet.state_dict(),
+                "optimizer": self.opt.state_dict(),
                 "order": torch.from_numpy(self.order.astype(np.int64)), "cursor": self.cursor,
                 "rng": {"python": self.arch_rng.getstate(), "numpy": self.data_rng.bit_generator.state,
                         "torch": torch.get_rng_state()}}
 
-    def restore(self, record: dict) -> None:
-        self.supernet.load_state_dict(record["weights"])
+    def restore(self, record: dict, path) -> None:
+        load_weights(self.supernet, record, path)
         self.opt.load_state_dict(record["optimizer"])
         self.step, self.seconds, self.losses = int(record["step"]), float(record["seconds"]), list(record["losses"])
         self.order, self.cursor = record["order"].numpy().copy(), int(record["cursor"])
@@ -434,7 +468,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     torch.manual_seed(seed)  # initial shared weights
     state = _State(Supernet(space), cfg, len(train_data))
     if record is not None:
-        state.restore(record)
+        state.restore(record, path)
 
     def save() -> None:
         record = {**settings, **state.to_record()}
@@ -534,7 +568,7 @@ class SupernetScore(Evaluator):
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: keep the caller's RNG
                 self._supernet = Supernet(space)
-            self._supernet.load_state_dict(self._record["weights"])
+            load_weights(self._supernet, self._record, self.path)
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
             self._data = cfg.load(space.settings()["input_size"])
             _check_data(self._data[0], space, cfg)

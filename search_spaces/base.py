@@ -192,8 +192,9 @@ class SearchSpace(ABC):
         the specs ``make_specs()`` returns. Predictors cache per key. Default: one group."""
         return [((self.name, arch.to_json(), input_hw), lambda: self.ops(arch, input_hw))]
 
-    def enumerate_ops(self, input_hw: tuple[int, int] | None = None) -> list[OpSpec]:
-        """Every distinct op any architecture of the space can produce (for tables)."""
+    def enumerate_ops(self, input_hw: tuple[int, int] | None = None, per_role: bool = False) -> list[OpSpec]:
+        """Every distinct op any architecture of the space can produce (for tables);
+        ``per_role``: listed once per role that can hold it (for weight-sharing supernets)."""
         raise NotImplementedError(f"space {self.name!r} cannot enumerate its ops")
 
     def reference_architectures(self) -> dict[str, Architecture]:

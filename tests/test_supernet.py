@@ -49,7 +49,13 @@ def test_inherited_weights_give_the_standalone_outputs(space):
     _scramble(net, 0)
     rng = random.Random(0)
     x = torch.rand(2, 3, 64, 64)
-    for arch in [space.sample(rng) for _ in range(4)]:
+    archs = [space.sample(rng) for _ in range(3)]
+    # The kinds whose sharing is least regular: ghost at both expansions, and a shuffle
+    # unit at s4.b0 whose input width equals its own (48 -> 48: the split variant).
+    blocks = {k: v for k, v in archs[0].sample.items() if k.endswith(".kind")}
+    archs.append(space.from_sample({**archs[0].sample, **{k: "ghost" for k in blocks}, "s3.b0.expansion": 3, "s3.b1.expansion": 6}))
+    archs.append(space.from_sample({**archs[0].sample, **{k: "shuffle" for k in blocks}, "s3.width": 0.75, "s4.width": 0.5}))
+    for arch in archs:
         view = net.subnet(arch).eval()
         model = space.build(arch)
         model.load_state_dict(net.extract(arch))
@@ -57,6 +63,22 @@ def test_inherited_weights_give_the_standalone_outputs(space):
         with torch.no_grad():
             (s1, b1), (s2, b2) = view(x), model(x)
         assert torch.equal(s1, s2) and torch.equal(b1, b2)
+
+
+def test_training_views_update_only_their_slice_of_the_shared_statistics(space):
+    torch.manual_seed(0)
+    net = Supernet(space)
+    arch = space.from_sample({**space.sample(random.Random(1)).sample, "neck.channels": 48})
+    name = "neck-lateral0__conv__1-running_mean"  # the first lateral's BatchNorm, 96 wide, 48 used
+    before = getattr(net.statistics, name).clone()
+    net.subnet(arch).train().forward_levels(torch.rand(2, 3, 64, 64))
+    after = getattr(net.statistics, name)
+    assert not torch.equal(after[:48], before[:48])
+    assert torch.equal(after[48:], before[48:])
+    # The standalone network sees the updated statistics.
+    model = space.build(arch)
+    model.load_state_dict(net.extract(arch))
+    assert torch.equal(model.laterals[0][1].running_mean, after[:48])
 
 
 def test_paths_share_leading_channels_and_centred_kernels_per_role_and_kind(space):
@@ -148,9 +170,10 @@ def test_evaluator_scores_trained_paths(space, tiny_data3, trained):
     scored = ev.prepare(space).extract(archs[0])
     stored = trained.supernet.extract(archs[0])
     assert all(torch.equal(scored[k], stored[k]) for k in stored)
-    unseen = next(a for a in (space.sample(random.Random(i)) for i in range(100, 200)) if ev.prepare(space).missing(a))
+    unseen = [a for a in (space.sample(random.Random(i)) for i in range(100, 200)) if ev.prepare(space).missing(a)]
+    assert unseen, "6 training steps should leave some weights of the space untrained"
     with pytest.raises(UntrainedOpsError, match="never trained"):
-        ev(unseen, space)
+        ev(unseen[0], space)
 
 
 def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
@@ -160,6 +183,12 @@ def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
     other = get_space("cpu_detector", num_classes=3, input_size=96)
     with pytest.raises(InputError, match="supernet.pt"):
         ev(other.sample(random.Random(0)), other)
+    # A checkpoint of a space with other ops (say, other block kinds) is refused by name.
+    record = load_checkpoint(trained.path, mmap=False)
+    record["weight_names"] = record["weight_names"][1:]
+    torch.save(record, tmp_path / "other_ops.pt")
+    with pytest.raises(InputError, match="other_ops.pt.*other shared tensors"):
+        get_evaluator("supernet", checkpoint=str(tmp_path / "other_ops.pt")).prepare(trained.supernet.space)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pt"):
         get_evaluator("supernet", checkpoint=str(tmp_path / "junk.pt"))
