@@ -341,25 +341,55 @@ def make_optimizer(supernet: Supernet, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(supernet.weights.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def train_step(supernet: Supernet, opt: torch.optim.Optimizer, arch: Architecture, images: torch.Tensor,
+SAMPLING_RULES = ("uniform", "sandwich")
+
+
+def step_paths(space: SearchSpace, rng, rule: str = "uniform") -> list[Architecture]:
+    """The paths one training step trains, drawn from ``rng``.
+
+    ``uniform`` (SPOS): one architecture, uniform per decision (``space.sample``'s draw).
+    ``sandwich`` (BigNAS): that architecture plus its largest and smallest versions:
+    every ordered decision (numbers and booleans: widths, depths, kernels, expansions,
+    SE, PAN, neck and head sizes) at its largest or smallest choice, the categorical
+    ones (block kinds, activations) as drawn. Without it the channels only wide paths
+    use are trained a fraction of the time and tuned to narrow neighbours, so wide
+    and narrow paths score alike. The draw is the same in both rules, so the sampled
+    paths are the same sequence.
+    """
+    decisions = space.decisions()
+    drawn = {k: rng.choice(choices) for k, choices in decisions.items()}
+    arch = space.from_sample(drawn)
+    if rule == "uniform":
+        return [arch]
+
+    def extreme(pick) -> Architecture:
+        ordered = {k: pick(c) for k, c in decisions.items() if all(isinstance(v, (int, float)) for v in c)}
+        return space.from_sample({**drawn, **ordered})
+
+    return [extreme(max), extreme(min), arch]
+
+
+def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Architecture], images: torch.Tensor,
                targets: list[dict], cfg: TrainConfig, lr: float) -> float:
-    """One SPOS step on ``arch``: detection loss through its path, clip, AdamW step.
+    """One SPOS step on the paths ``archs`` (one, or a sandwich): the detection loss
+    through each path on the same batch, gradients summed, clip, AdamW step.
 
     Only the shared tensors of the path's (role, kind)s get gradients; AdamW skips the
     others, so they are untouched (no weight decay either). Inside a shared tensor the
     channels the path did not use get a zero gradient: Adam's momentum still moves them
     a little, as in Once-for-All, and the decoupled weight decay shrinks them by
     ``lr * weight_decay`` (at the defaults, to about 0.74 over 3,000 steps if they were
-    never used, less for the channels every width shares). Returns the loss; raises
-    :class:`TrainingFailure` on NaN/inf.
+    never used, less for the channels every width shares). Returns the last path's
+    loss (the sampled one); raises :class:`TrainingFailure` on NaN/inf.
     """
-    view = supernet.subnet(arch)
-    view.train()
-    loss = supervised_loss(view, images, targets)["loss"]
-    if not torch.isfinite(loss):
-        raise TrainingFailure(f"supernet loss became {loss.item()} (lr {lr:.2e}) on {arch.id}")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    for arch in archs:
+        view = supernet.subnet(arch)
+        view.train()
+        loss = supervised_loss(view, images, targets)["loss"]
+        if not torch.isfinite(loss):
+            raise TrainingFailure(f"supernet loss became {loss.item()} (lr {lr:.2e}) on {arch.id}")
+        loss.backward()
     supernet.count_trained()
     torch.nn.utils.clip_grad_norm_([p for p in supernet.weights.values() if p.grad is not None], cfg.grad_clip)
     for g in opt.param_groups:
@@ -429,11 +459,12 @@ class _State:
 def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_size: int, seed: int,
                    out_path: str | os.PathLike, time_budget_s: float | None = None, progress: bool = True,
                    save_every: int = 100, lr: float = 4e-3, weight_decay: float = 0.05, warmup_steps: int = 30,
-                   callback: Callable[[int, float], None] | None = None) -> SupernetRun:
+                   sampling: str = "uniform", callback: Callable[[int, float], None] | None = None) -> SupernetRun:
     """Train a supernet of ``space`` with SPOS for ``steps`` steps and save it to ``out_path``.
 
-    Step ``i`` trains ``space.sample(rng)``, ``rng = random.Random(seed)`` drawn in order,
-    on one batch (the trainer's augmentation and schedule). The checkpoint is written
+    Step ``i`` trains ``step_paths(space, rng, sampling)`` (``rng = random.Random(seed)``,
+    drawn in order) on one batch (the trainer's augmentation and schedule); ``sampling``
+    is ``uniform`` (one path) or ``sandwich`` (three, so a step costs three times as much). The checkpoint is written
     atomically every ``save_every`` steps and at the end; if ``out_path`` already holds
     a checkpoint of the same space, data and settings, training resumes from it (a
     finished one is returned as is); different settings raise :class:`InputError`.
@@ -441,12 +472,15 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     ``callback(step, loss)`` is called after each step (progress reporting, tests).
     """
     path = Path(out_path)
+    if sampling not in SAMPLING_RULES:
+        raise InputError(f"sampling must be one of {list(SAMPLING_RULES)}, got {sampling!r}")
     if steps < 1 or batch_size < 1 or save_every < 1:
         raise InputError(f"steps, batch_size and save_every must be >= 1, got {steps}, {batch_size}, {save_every}")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, seed=seed)
     settings = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
-                "settings": space.settings(), "train": _train_settings(cfg), "data": dataclasses.asdict(data_cfg)}
+                "settings": space.settings(), "train": {**_train_settings(cfg), "sampling": sampling},
+                "data": dataclasses.asdict(data_cfg)}
     record = None
     if path.exists():  # checked before the data are prepared, so a wrong --out fails at once
         # Read into memory: the optimiser keeps the loaded moment tensors as they are,
@@ -481,9 +515,9 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     seconds_before = state.seconds
     dirty = False
     while state.step < steps:
-        arch = space.sample(state.arch_rng)
+        archs = step_paths(space, state.arch_rng, sampling)
         images, targets = _batch(train_data, state.next_indices(batch_size), cfg, state.data_rng)
-        loss = train_step(state.supernet, state.opt, arch, images, targets, cfg, lr_at(state.step, cfg))
+        loss = train_step(state.supernet, state.opt, archs, images, targets, cfg, lr_at(state.step, cfg))
         state.step += 1
         state.losses.append(loss)
         state.seconds = seconds_before + time.monotonic() - start

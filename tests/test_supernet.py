@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from evaluators.base import get_evaluator
-from evaluators.supernet import (Supernet, SupernetScore, UntrainedOpsError, load_checkpoint, make_optimizer, train_step,
-                                 train_supernet)
+from evaluators.supernet import (Supernet, SupernetScore, UntrainedOpsError, load_checkpoint, make_optimizer, step_paths,
+                                 train_step, train_supernet)
 from evaluators.trainer import TrainConfig, _batch
 from search_spaces import InputError, get_space
 
@@ -123,8 +123,23 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_arch(space, tiny_data3):
     # 12 steps: the shared weights start as the largest op's initialisation, so a narrow
     # path's first few steps move slowly (as a standalone network started from them does).
     for _ in range(12):
-        losses.append(train_step(net, opt, arch, images, targets, cfg, lr=cfg.lr))
+        losses.append(train_step(net, opt, [arch], images, targets, cfg, lr=cfg.lr))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_sandwich_steps_train_the_drawn_path_and_its_extremes(space):
+    uniform, sandwich = step_paths(space, random.Random(5)), step_paths(space, random.Random(5), "sandwich")
+    largest, smallest, drawn = sandwich
+    assert uniform == [drawn]
+    for arch, pick in ((largest, max), (smallest, min)):
+        for key, choices in space.decisions().items():
+            if key in space.active_decisions(arch) and not isinstance(choices[0], str):
+                assert arch.sample[key] == pick(choices), key
+    # Block kinds stay as drawn wherever both paths have the block.
+    for key in space.active_decisions(drawn):
+        if key.endswith(".kind") and key in space.active_decisions(largest):
+            assert largest.sample[key] == drawn.sample[key]
+    assert len(space.ops(largest)) > len(space.ops(drawn)) >= len(space.ops(smallest))
 
 
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, tiny_data3, trained, tmp_path):
