@@ -47,12 +47,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, _EPS), 0.0)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: int | None = None) -> np.ndarray:
     """Greedy non-maximum suppression.
 
     Returns the int64 indices of the kept boxes, highest score first. A box is dropped
     when its IoU with an already kept, higher-scored box is *greater than*
     ``iou_threshold`` (the torchvision convention). Ties in score keep input order.
+    ``max_keep`` stops after that many boxes: the result is the full one's prefix, and
+    an untrained network's thousand overlapping boxes no longer take a thousand rounds.
     """
     boxes = _to_numpy(boxes, np.float64).reshape(-1, 4)
     scores = _to_numpy(scores, np.float64).reshape(-1)
@@ -61,7 +63,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     order = np.argsort(-scores, kind="stable")
     areas = box_area(boxes)
     keep: list[int] = []
-    while order.size:
+    while order.size and (max_keep is None or len(keep) < max_keep):
         i = int(order[0])
         keep.append(i)
         rest = order[1:]
@@ -75,7 +77,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64)
 
 
-def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float) -> np.ndarray:
+def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,
+                max_keep: int | None = None) -> np.ndarray:
     """NMS done independently per label, in one pass.
 
     Each label's boxes are shifted by ``label * span`` so boxes of different labels can
@@ -88,7 +91,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_t
         return np.zeros(0, dtype=np.int64)
     span = float(boxes.max() - boxes.min()) + 1.0
     shifted = boxes + (labels.astype(np.float64) * span)[:, None]
-    return nms(shifted, scores, iou_threshold)
+    return nms(shifted, scores, iou_threshold, max_keep)
 
 
 def postprocess(
@@ -122,7 +125,7 @@ def postprocess(
         top = np.argsort(-cand_scores, kind="stable")[:pre_nms_top_k]
         anchor_idx, label_idx, cand_scores = anchor_idx[top], label_idx[top], cand_scores[top]
     cand_boxes = boxes[anchor_idx]
-    keep = batched_nms(cand_boxes, cand_scores, label_idx, iou_threshold)[:max_detections]
+    keep = batched_nms(cand_boxes, cand_scores, label_idx, iou_threshold, max_keep=max_detections)
     return {
         "boxes": cand_boxes[keep].astype(np.float32).reshape(-1, 4),
         "scores": cand_scores[keep].astype(np.float32),

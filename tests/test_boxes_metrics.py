@@ -80,6 +80,16 @@ def test_batched_nms_is_per_class():
     assert batched_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 0.5).tolist() == []
 
 
+def test_nms_max_keep_is_a_prefix_of_the_full_result():
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (500, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 30, (500, 2))], 1)
+    scores, labels = rng.random(500), rng.integers(0, 3, 500)
+    full = batched_nms(boxes, scores, labels, 0.5)
+    assert len(full) > 40
+    assert batched_nms(boxes, scores, labels, 0.5, max_keep=40).tolist() == full[:40].tolist()
+
+
 def test_postprocess_multiclass_nms_and_limits():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [40, 40, 60, 60]], dtype=np.float32)
     scores = np.array([
