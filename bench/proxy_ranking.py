@@ -23,9 +23,9 @@ Usage::
     nas supernet train --steps 3000 --input-size 128 --out runs/sn128/supernet.pt
     python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only
 
-The default input size is 128 px, not the space's 256: 400 steps at 256 px take about
-9 minutes per architecture on a 2-core machine (4-5 hours for the 32), at 128 px about
-2.5 minutes. The supernet has to be trained at the same size.
+The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
+for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
+128 px 88-200 s. The supernet has to be trained at the same size.
 """
 from __future__ import annotations
 
