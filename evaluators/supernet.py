@@ -5,7 +5,10 @@ step draws one architecture uniformly from the space, runs the detection loss th
 that path only and updates only the weights on it. Scoring a candidate then costs
 seconds instead of a training run: inherit its weights, recalibrate BatchNorm on a few
 training batches (the supernet's running statistics mix every path, so they are wrong
-for any single one) and measure mAP on the validation split.
+for any single one) and measure mAP on the validation split. ``sampling="sandwich"``
+(BigNAS) also trains each drawn path's largest and smallest versions, at three times
+the cost per step; it ranked better in the one comparison made (BENCHMARKS.md), and
+neither ranks as well as params yet.
 
 Weight sharing granularity (Once-for-All / BigNAS style). At each op role (``"s3.b1"``,
 ``"neck.lateral0"``, ...) and for each block kind that role can take, every weight
