@@ -22,6 +22,7 @@ Usage::
     python bench/proxy_ranking.py --n 3 --steps 20 --n-train 64   # smoke run
     nas supernet train --steps 3000 --input-size 128 --out runs/sn128/supernet.pt
     python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only
+    python bench/proxy_ranking.py --train-seed 1      # the same networks re-trained: how well mAP repeats
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -67,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
     p.add_argument("--zc-batch", type=int, default=8, help="images in the zero-cost batch (default 8)")
     p.add_argument("--seed", type=int, default=0, help="architecture sampling, initial weights and training (default 0)")
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="initial weights and training only (default: --seed); another value with the same --seed "
+                        "re-trains the same architectures, which measures how well the trained mAP repeats")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"trained-result cache (default {DEFAULT_CACHE.relative_to(ROOT)})")
     p.add_argument("--supernet", metavar="CKPT", help="also score with the supernet evaluator from this checkpoint")
@@ -91,8 +95,13 @@ def architectures(space, n: int, seed: int) -> list[tuple[str, object]]:
 
 def settings_key(args: argparse.Namespace) -> str:
     """Everything that changes a trained mAP, as one readable cache key."""
-    return (f"input_size={args.input_size} n_train={args.n_train} n_val={args.n_val} steps={args.steps} "
-            f"batch_size={args.batch_size} seed={args.seed}")
+    key = (f"input_size={args.input_size} n_train={args.n_train} n_val={args.n_val} steps={args.steps} "
+           f"batch_size={args.batch_size} seed={args.seed}")
+    return key if train_seed(args) == args.seed else f"{key} train_seed={train_seed(args)}"
+
+
+def train_seed(args: argparse.Namespace) -> int:
+    return args.seed if args.train_seed is None else args.train_seed
 
 
 def load_cache(path: Path) -> dict:
@@ -184,6 +193,19 @@ def print_correlations(rows: list[dict], columns: list[str]) -> None:
         print(f"{column:<20}{rho:>10.3f}{tau:>10.3f}{n:>5}{kind}")
 
 
+def print_repeatability(args: argparse.Namespace, space, archs, cache: dict, key: str) -> None:
+    """With ``--train-seed`` other than ``--seed``: how well this run's trained mAP ranks
+    like the ``--seed`` run's (from the cache), over the architectures both trained.
+    It bounds what any proxy can reach against one training run."""
+    if train_seed(args) == args.seed:
+        return
+    base = cache.get(key.rsplit(" train_seed=", 1)[0], {})
+    pairs = [(base[n][TARGET], cache[key][n][TARGET]) for n in (space.to_string(a) for _, a in archs)
+             if n in base and n in cache[key] and TARGET in base[n] and TARGET in cache[key][n]]
+    rho, tau, n = rank_correlation(*zip(*pairs)) if pairs else (float("nan"), float("nan"), 0)
+    print(f"\ntrained {TARGET}, train seed {train_seed(args)} vs {args.seed}: spearman {rho:.3f}, kendall {tau:.3f}, n {n}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
@@ -201,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
     data = {"n_train": args.n_train, "n_val": args.n_val}
     # Every evaluator is built before any training, so a bad option or checkpoint fails now.
     # One zero_cost evaluator per proxy, so a non-finite score drops only that proxy.
-    evaluators = {f"zc_{p}": get_evaluator("zero_cost", proxies=[p], batch_size=args.zc_batch, data=data, seed=args.seed)
+    evaluators = {f"zc_{p}": get_evaluator("zero_cost", proxies=[p], batch_size=args.zc_batch, data=data, seed=train_seed(args))
                   for p in sorted(PROXIES)}
     evaluators["params_flops"] = get_evaluator("params_flops")
     if args.supernet:
@@ -209,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.monotonic()
         evaluators["supernet"].prepare(space)
         print(f"supernet {args.supernet} loaded in {time.monotonic() - start:.1f} s", flush=True)
-    trainer = get_evaluator("train_proxy", data=data, steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    trainer = get_evaluator("train_proxy", data=data, steps=args.steps, batch_size=args.batch_size, seed=train_seed(args))
     cache, key = load_cache(args.cache), settings_key(args)
     print(f"cache {args.cache} [{key}]", flush=True)
 
@@ -232,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     columns = [f"zc_{p}" for p in sorted(PROXIES)] + (["supernet_map50"] if args.supernet else []) + ["params", "flops"]
     print_architectures(rows, columns)
     print_correlations(rows, columns)
+    print_repeatability(args, space, archs, cache, key)
     if supernet_seconds:
         print(f"\nsupernet evaluator: median {np.median(supernet_seconds):.2f} s, max {max(supernet_seconds):.2f} s "
               f"per candidate ({len(supernet_seconds)} candidates, {args.threads} thread(s), after loading)")
