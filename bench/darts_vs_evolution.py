@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--percentiles", default="10,50,90", help="targets: these percentiles of the table latency")
     p.add_argument("--n-sample", type=int, default=2000, help="random architectures behind the percentiles")
     p.add_argument("--darts-steps", type=int, default=300)
+    p.add_argument("--darts-width", default="search",
+                   help="DARTS's width option: search (one per stage, default), auto, or one width")
     p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=256)
@@ -81,6 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="fresh train_proxy seeds every result is re-trained with (0: search-time mAP only)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-darts-vs-evolution"))
     return p.parse_args(argv)
+
+
+def _width_option(text: str):
+    return text if text in ("search", "auto") else float(text)
 
 
 def base_config(args, strategy: dict, mode: str) -> dict:
@@ -158,7 +164,8 @@ def main(argv=None) -> int:
     print(f"targets (table latency percentiles {pcts} of {args.n_sample} random architectures, 1 thread): {targets} ms")
     out = Path(args.out)
 
-    darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size, "width": "auto",
+    darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size,
+                                          "width": _width_option(args.darts_width),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": 1}) for t in targets]
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)

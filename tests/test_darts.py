@@ -2,6 +2,7 @@
 tiny end-to-end search through the engine that resumes and exports."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,8 +12,10 @@ from latency_tables.table import TableData
 from nas.objectives import Objective
 from nas.strategies.darts import DEFAULT_FIXED, DartsStrategy, DartsSupernet, ExpectedLatency, MixedOp
 from search_spaces import get_space
+from search_spaces.cpu_detector import STAGES
 
 KINDS = ("dsconv",)
+WIDTHS = (0.5, 0.75)  # the widths the tiny table covers
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +25,9 @@ def space():
 
 @pytest.fixture(scope="module")
 def table_path(space, tmp_path_factory):
-    """A table holding just the ops the tiny DARTS supernet can produce."""
-    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
-    specs = {s.key: s for s in net.fixed_specs}
-    for row in net.position_specs:
-        specs.update({s.key: s for s in row if s is not None})
+    """A table holding just the ops the tiny DARTS supernet can produce at WIDTHS."""
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    specs = {s.key: s for s in net.all_specs()}
     data = TableData(profiler.new_header(space, 1))
     for key, spec in specs.items():
         t = profiler.measure_op(spec, 1)
@@ -67,7 +68,7 @@ def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
     expected = ExpectedLatency(net, table)
     start = expected(net.probabilities()).item()
-    opt = torch.optim.Adam([net.alpha], lr=0.1)
+    opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
     for _ in range(30):
         loss = torch.log(expected(net.probabilities()) / (0.5 * start)) ** 2
         opt.zero_grad()
@@ -76,21 +77,93 @@ def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
     assert float(expected(net.probabilities())) < 0.9 * start
     # The most probable candidate at each position is no more expensive than the average one.
     probs = net.probabilities().detach()
-    cost = expected.cost + expected.n_coef * expected.ops
+    _, cost = expected.at([0] * len(STAGES))
     for p in range(len(probs)):
         valid = net.valid[p] > 0
         assert cost[p, probs[p].argmax()] <= cost[p][valid].mean() + 1e-9
 
 
-def test_candidate_params_add_up_to_the_built_network(space):
-    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
-    fixed, rows = net.candidate_params()
+def test_param_table_adds_up_to_the_built_network(space):
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    params = net.param_table()
     gen = torch.Generator().manual_seed(2)
     for _ in range(4):
         choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1).tolist()
-        built = space.build(net.derive(choice))
-        assert sum(p.numel() for p in built.parameters()) == fixed + sum(row[c] if c < len(row) else 0
-                                                                         for row, c in zip(rows, choice))
+        widths = torch.randint(0, len(WIDTHS), (len(STAGES),), generator=gen).tolist()
+        built = space.build(net.derive(choice, widths))
+        const, rows = net.at(params, widths)
+        assert sum(p.numel() for p in built.parameters()) == const + float(rows[range(len(choice)), choice].sum())
+
+
+def test_expected_latency_with_searched_widths_is_exact(space, table_path):
+    """One-hot candidates and widths: the table latency of that network. Mixed
+    distributions: the mean over networks sampled from them."""
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    expected = ExpectedLatency(net, table)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1)
+        widths = torch.randint(0, len(WIDTHS), (len(STAGES),), generator=gen)
+        one_hot = torch.nn.functional.one_hot(choice, net.alpha.shape[1]).float()
+        arch = net.derive(choice.tolist(), widths.tolist())
+        assert float(expected(one_hot, torch.nn.functional.one_hot(widths, len(WIDTHS)).float())) == \
+            pytest.approx(table.predict(arch), rel=1e-5)
+    with torch.no_grad():
+        net.alpha.normal_(generator=gen)
+        net.width_alpha.normal_(generator=gen)
+    probs, wprobs = net.probabilities(), net.width_probabilities()
+    samples = [table.predict(net.derive(torch.multinomial(probs, 1, generator=gen).flatten().tolist(),
+                                        torch.multinomial(wprobs, 1, generator=gen).flatten().tolist()))
+               for _ in range(400)]
+    mean, sem = np.mean(samples), np.std(samples) / np.sqrt(len(samples))
+    assert abs(float(expected(probs, wprobs)) - mean) < 4 * sem
+
+
+def test_width_mask_keeps_the_chosen_channels(space):
+    """A stage at its narrow width passes zeros beyond the narrow width's channels, and
+    sampling sends a gradient to every stage's width parameters."""
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    net.set_dense(net.probabilities(), torch.nn.functional.one_hot(torch.zeros(len(STAGES), dtype=torch.long), 2).float())
+    x = net.net.stem(torch.randn(2, 3, 64, 64))
+    for s, stage in enumerate(net.net.stages):
+        x = stage(x)
+        narrow = net.stage_channels[s][0]
+        assert x.shape[1] == net.stage_channels[s][-1] > narrow
+        assert float(x[:, narrow:].abs().max()) == 0.0 and float(x[:, :narrow].abs().max()) > 0
+    net.set_hard(torch.Generator().manual_seed(0), 1.0)
+    sum(level.square().mean() for level in net.net.forward_levels(torch.randn(2, 3, 64, 64))).backward()
+    assert (net.width_alpha.grad.abs().sum(-1) > 0).all()
+
+
+def test_latency_term_alone_moves_widths_narrower(space, table_path):
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    expected = ExpectedLatency(net, table)
+    start = float(expected(net.probabilities(), net.width_probabilities()))
+    opt = torch.optim.Adam([net.width_alpha], lr=0.1)
+    for _ in range(30):
+        loss = torch.log(expected(net.probabilities(), net.width_probabilities()) / (0.5 * start)) ** 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert (net.width_probabilities()[:, 0] > 0.5).all()
+
+
+def test_derivation_searches_widths_at_the_target(space, table_path):
+    """With widths searched, the derivation may pick a width per stage and lands near the
+    target; with one width it keeps that width."""
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    lo, hi = ExpectedLatency(net, table).range_ms()
+    strategy = DartsStrategy(space, Objective(mode="soft", target_ms=lo), kinds=KINDS, width=list(WIDTHS), progress=False)
+    for target in (lo + 0.3 * (hi - lo), lo + 0.6 * (hi - lo)):
+        choices, widths = strategy.derive_choices(net, table, target)
+        assert len(widths) == len(STAGES) and set(widths) <= {0, 1}
+        assert table.predict(net.derive(choices, widths)) == pytest.approx(target, rel=0.05)
+    single = DartsSupernet(space, 0.75, DEFAULT_FIXED, KINDS)
+    _, widths = strategy.derive_choices(single, table, target)
+    assert single.derive(*strategy.derive_choices(single, table, target)).sample["s3.width"] == 0.75 and widths == [0] * 5
 
 
 def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):
@@ -104,7 +177,7 @@ def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):
     derived = {}
     for weight in (0.0, 2.0):
         strategy = DartsStrategy(space, objective, kinds=KINDS, width=0.5, params_weight=weight, progress=False)
-        arch = net.derive(strategy.derive_choices(net, table, target))
+        arch = net.derive(*strategy.derive_choices(net, table, target))
         derived[weight] = (sum(p.numel() for p in space.build(arch).parameters()), table.predict(arch))
     assert derived[2.0][0] > derived[0.0][0]
     for _, ms in derived.values():
@@ -118,7 +191,7 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
     probe = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
     target = round(float(ExpectedLatency(net, probe)(net.probabilities())) * 0.9, 4)
-    options = {"steps": 6, "batch_size": 4, "width": 0.5, "kinds": list(KINDS), "table": str(table_path),
+    options = {"steps": 6, "batch_size": 4, "width": list(WIDTHS), "kinds": list(KINDS), "table": str(table_path),
                "checkpoint_every": 2, "data": {"n_train": 16, "n_val": 8}}
     cfg = config_from_dict({
         "space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},

@@ -41,10 +41,16 @@ The table is a few percent off on single networks (3.5% on average at 1 thread, 
 if it misses the target by more than 5% the derivation is repeated against a table
 target corrected by the measured/table ratio of that network; the closest is kept.
 
-Widths and the neck/head are not searched here (FBNet's fixed macro-architecture): they
-come from the options ``width`` and ``fixed``. ``width: auto`` takes the widest width
-whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`), so
-one config serves targets across the range.
+Widths: ``width: search`` (or a list of widths) searches one width per stage, FBNetV2
+style: the blocks are built at the widest width and each stage's Gumbel-sampled width
+masks its channels (:class:`DartsSupernet`); the expectation above covers the widths
+too, and the derivation tries each likely per-stage width combination. Why: with one
+width for all stages, session 6's DARTS networks at the lowest target were width 1.0
+everywhere with the cheapest blocks, where evolution's used 0.5-0.75 in most stages with
+inverted-residual and shuffle blocks, and scored clearly better. A number fixes every
+stage's width; ``width: auto`` takes the widest width whose cheapest network (table) is
+at most 2/3 of the target (:func:`choose_width`). The neck and head are not searched
+here (FBNet's fixed macro-architecture): they come from the option ``fixed``.
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
@@ -53,10 +59,11 @@ configured evaluators like any other candidate.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -64,10 +71,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces import Architecture, OpSpec, SearchSpace
-from search_spaces.cpu_detector import STAGES, CpuDetector
+from search_spaces.cpu_detector import FEATURE_STAGES, STAGES, CpuDetector
 from search_spaces.errors import InputError
 from search_spaces.files import atomic_write
-from search_spaces.ops import BLOCK_PARAMS, make_op
+from search_spaces.ops import BLOCK_PARAMS, make_divisible, make_op
 
 from ..objectives import Objective
 from .base import Result, Strategy, register_strategy
@@ -88,9 +95,16 @@ def block_candidates(kinds) -> list[dict]:
     return out
 
 
+def as_widths(width: float | Sequence[float]) -> tuple[float, ...]:
+    """One width, or the sorted widths to search among."""
+    return tuple(sorted(float(w) for w in width)) if isinstance(width, (list, tuple)) else (float(width),)
+
+
 class MixedOp(nn.Module):
     """Candidates for one position. ``weights`` dense: the weighted sum of all candidates
-    (DARTS); ``hard_index`` set: only that candidate, scaled by ``hard_weight`` (GDAS)."""
+    (DARTS); ``hard_index`` set: only that candidate, scaled by ``hard_weight`` (GDAS).
+    ``channel_mask`` (set by the supernet when widths are searched) multiplies the output:
+    the stage's width choice, as a (soft or straight-through) mask over its channels."""
 
     def __init__(self, candidates: list[nn.Module]):
         super().__init__()
@@ -98,48 +112,148 @@ class MixedOp(nn.Module):
         self.weights: torch.Tensor | None = None
         self.hard_index: int | None = None
         self.hard_weight: torch.Tensor | None = None
+        self.channel_mask: torch.Tensor | None = None
 
     def forward(self, x):
         if self.hard_index is not None:
-            return self.candidates[self.hard_index](x) * self.hard_weight
-        return sum(w * op(x) for w, op in zip(self.weights, self.candidates))
+            out = self.candidates[self.hard_index](x) * self.hard_weight
+        else:
+            out = sum(w * op(x) for w, op in zip(self.weights, self.candidates))
+        return out if self.channel_mask is None else out * self.channel_mask
+
+
+class Tabulated(NamedTuple):
+    """A per-op quantity (table ms, parameters) of every op the supernet can produce, laid
+    out by the choices it depends on. ``at(widths)`` gives, for one width index per stage,
+    the constant part and the ``[position, candidate]`` matrix, whose row sums over a
+    choice per position add up to the derived network's total."""
+    const: float                      # ops that depend on no choice
+    positions: list[torch.Tensor]     # per position [candidate, input width, output width]
+    laterals: torch.Tensor            # [feature level, width of its stage]
+
+    def at(self, widths: Sequence[int], inputs: Sequence[int | None], stages: Sequence[int],
+           lateral_stages: Sequence[int]) -> tuple[float, torch.Tensor]:
+        rows = [t[:, 0 if i is None else widths[i], widths[s]] for t, i, s in zip(self.positions, inputs, stages)]
+        lat = sum(float(self.laterals[k, widths[s]]) for k, s in enumerate(lateral_stages))
+        return self.const + lat, torch.stack(rows)
 
 
 class DartsSupernet(nn.Module):
-    """A :class:`CpuDetector` whose stage blocks are :class:`MixedOp` s."""
+    """A :class:`CpuDetector` whose stage blocks are :class:`MixedOp` s.
 
-    def __init__(self, space: SearchSpace, width: float, fixed: Mapping[str, Any], kinds: tuple | None = None):
+    ``width``: one width for every stage, or several to search per stage. Searched widths
+    (FBNetV2's channel masking): the blocks are built at the widest, and each stage's
+    sampled width keeps its leading channels (the mask is applied after every block of
+    the stage, so the next stage and the neck see zeros beyond it). Approximate in one
+    respect: a block's hidden channels stay those of the widest version. The latency
+    and parameter counts used for the search are exact, from the table and the ops
+    each width really produces.
+    """
+
+    def __init__(self, space: SearchSpace, width: float | Sequence[float], fixed: Mapping[str, Any],
+                 kinds: tuple | None = None):
         super().__init__()
         self.space = space
+        self.widths = as_widths(width)
         self.candidates = block_candidates(kinds or space.block_kinds)
-        template = space.canonicalize(self._arch_from_choices(None, width, fixed))
+        self.fixed = dict(fixed)
+        template = self._arch_from_choices(None, [len(self.widths) - 1] * len(STAGES))
         specs = {s.role: s for s in space.ops(template)}
         modules = {role: make_op(spec) for role, spec in specs.items()}
         self.positions: list[tuple[str, int]] = []
-        self.position_specs: list[list[OpSpec | None]] = []
-        for st in STAGES:
+        self.position_stage: list[int] = []          # the stage whose width is the block's output width
+        self.position_input: list[int | None] = []   # the stage whose width is its input width (None: fixed)
+        self._base_specs: list[OpSpec] = []
+        for s, st in enumerate(STAGES):
             for b in range(max(st.depths)):
                 role = f"{st.name}.b{b}"
-                base = specs[role]
-                row, mods = [], []
-                for cand in self.candidates:
-                    params = {k: v for k, v in cand.items() if k != "kind"}
-                    spec = OpSpec.make(cand["kind"], base.input_shapes, role, cout=base.param_dict["cout"],
-                                       stride=base.param_dict["stride"], **params)
-                    row.append(spec)
-                    mods.append(make_op(spec))
+                self._base_specs.append(specs[role])
+                mods = [make_op(self._spec(specs[role], cand, specs[role].input_shapes[0][1], specs[role].param_dict["cout"]))
+                        for cand in self.candidates]
                 if b >= min(st.depths):  # past the minimum depth a block may be skipped
-                    row.append(None)
                     mods.append(nn.Identity())
                 modules[role] = MixedOp(mods)
                 self.positions.append((st.name, b))
-                self.position_specs.append(row)
+                self.position_stage.append(s)
+                self.position_input.append(s - 1 if b == 0 and s > 0 else None)
         self.net = CpuDetector(modules, template, space.num_classes)
-        self.fixed_specs = [s for r, s in specs.items() if not any(r == f"{n}.b{b}" for n, b in self.positions)]
-        self.width, self.fixed = width, dict(fixed)
+        searched = {f"{n}.b{b}" for n, b in self.positions}
+        self.fixed_specs = [spec for r, spec in specs.items() if r not in searched]
+        self.lateral_stages = [next(s for s, st in enumerate(STAGES) if st.name == name) for name in FEATURE_STAGES]
+        self.stage_channels = [[make_divisible(st.base_width * w) for w in self.widths] for st in STAGES]
         self.alpha = nn.Parameter(torch.zeros(len(self.positions), len(self.candidates) + 1))
-        self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if row[-1] is None else 0.0]
-                                                    for row in self.position_specs]))
+        self.width_alpha = nn.Parameter(torch.zeros(len(STAGES), len(self.widths)))
+        self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if b >= min(STAGES[s].depths) else 0.0]
+                                                    for s, (_, b) in zip(self.position_stage, self.positions)]))
+
+    @property
+    def searches_width(self) -> bool:
+        return len(self.widths) > 1
+
+    def _spec(self, base: OpSpec, cand: Mapping[str, Any] | None, cin: int, cout: int) -> OpSpec | None:
+        """The op of candidate ``cand`` (None: skip) at a position, with these channels."""
+        if cand is None:
+            return None
+        params = {k: v for k, v in cand.items() if k != "kind"}
+        n, _, h, w = base.input_shapes[0]
+        return OpSpec.make(cand["kind"], [(n, cin, h, w)], base.role, cout=cout, stride=base.param_dict["stride"], **params)
+
+    def position_spec(self, p: int, c: int, w_in: int, w_out: int) -> OpSpec | None:
+        """Position ``p``'s candidate ``c`` (the last index: skip) at input/output width
+        indices ``w_in``/``w_out`` (``w_in`` ignored where the input width is fixed or
+        the stage's own)."""
+        base, s, i = self._base_specs[p], self.position_stage[p], self.position_input[p]
+        cin = (base.input_shapes[0][1] if self.positions[p][1] == 0 else self.stage_channels[s][w_out]) if i is None \
+            else self.stage_channels[i][w_in]
+        cand = self.candidates[c] if c < len(self.candidates) else None
+        return self._spec(base, cand, cin, self.stage_channels[s][w_out])
+
+    def all_specs(self) -> list[OpSpec]:
+        """Every op any derived network can hold (for building a table for this supernet)."""
+        out = list(self.fixed_specs)
+        for w in range(len(self.widths)):
+            out += self._lateral_specs(w)
+        for p in range(len(self.positions)):
+            n_in = 1 if self.position_input[p] is None else len(self.widths)
+            out += [spec for c in range(len(self.candidates)) for i in range(n_in) for o in range(len(self.widths))
+                    if (spec := self.position_spec(p, c, i, o)) is not None]
+        return out
+
+    def _lateral_specs(self, w: int) -> list[OpSpec]:
+        arch = self._arch_from_choices(None, [w] * len(STAGES))
+        return [spec for spec in self.space.ops(arch) if spec.role.startswith("neck.lateral")]
+
+    def tabulate(self, value: Callable[[OpSpec | None], float]) -> Tabulated:
+        """``value(spec)`` (``value(None)`` for a skipped block) of every op, laid out by
+        the choices it depends on (see :class:`Tabulated`)."""
+        n_w = len(self.widths)
+        positions = []
+        for p in range(len(self.positions)):
+            n_in = 1 if self.position_input[p] is None else n_w
+            positions.append(torch.tensor([[[value(self.position_spec(p, c, i, o)) for o in range(n_w)]
+                                            for i in range(n_in)] for c in range(self.alpha.shape[1])],
+                                          dtype=torch.float64))
+        laterals = torch.tensor([[value(spec) for spec in self._lateral_specs(w)] for w in range(n_w)],
+                                dtype=torch.float64).T
+        const = sum(value(spec) for spec in self.fixed_specs if not spec.role.startswith("neck.lateral"))
+        return Tabulated(float(const), positions, laterals)
+
+    def at(self, tab: Tabulated, widths: Sequence[int]) -> tuple[float, torch.Tensor]:
+        """``tab`` at one width index per stage: (constant, [position, candidate])."""
+        return tab.at(widths, self.position_input, self.position_stage, self.lateral_stages)
+
+    def param_table(self) -> Tabulated:
+        """Parameters of every op (counted on the meta device, nothing allocated; cached)."""
+        if getattr(self, "_param_table", None) is not None:
+            return self._param_table
+
+        def count(spec):
+            if spec is None:
+                return 0.0
+            with torch.device("meta"):
+                return float(sum(p.numel() for p in make_op(spec).parameters()))
+        self._param_table = self.tabulate(count)
+        return self._param_table
 
     def mixed_ops(self) -> list[MixedOp]:
         return [m for m in self.net.modules() if isinstance(m, MixedOp)]
@@ -150,94 +264,123 @@ class DartsSupernet(nn.Module):
     def probabilities(self) -> torch.Tensor:
         return F.softmax(self.masked_logits(), dim=-1)
 
+    def width_probabilities(self) -> torch.Tensor:
+        return F.softmax(self.width_alpha, dim=-1)
+
     def set_hard(self, generator: torch.Generator, tau: float) -> None:
-        """Sample one candidate per position (Gumbel), straight-through weights."""
+        """Sample one candidate per position and one width per stage (Gumbel),
+        straight-through weights."""
         logits = self.masked_logits(tau)
-        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-9, 1 - 1e-9)))
-        soft = F.softmax(logits + gumbel, dim=-1)
+        soft = F.softmax(logits + _gumbel(logits.shape, generator), dim=-1)
         index = soft.argmax(-1)
         for i, op in enumerate(self.mixed_ops()):
             k = int(index[i])
             op.hard_index, op.weights = k, None
             op.hard_weight = 1.0 - soft[i, k].detach() + soft[i, k]
+        if self.searches_width:
+            wsoft = F.softmax(self.width_alpha / tau + _gumbel(self.width_alpha.shape, generator), dim=-1)
+            hard = F.one_hot(wsoft.argmax(-1), len(self.widths)).to(wsoft) - wsoft.detach() + wsoft
+            self._set_masks(hard)
 
-    def set_dense(self, weights: torch.Tensor) -> None:
+    def set_dense(self, weights: torch.Tensor, width_weights: torch.Tensor | None = None) -> None:
         for i, op in enumerate(self.mixed_ops()):
             op.hard_index, op.weights = None, weights[i, : len(op.candidates)]
+        if self.searches_width:
+            self._set_masks(self.width_probabilities() if width_weights is None else width_weights)
+
+    def _set_masks(self, width_weights: torch.Tensor) -> None:
+        """Each stage's output mask: the width weights over the masks of its widths."""
+        masks = []
+        for s, channels in enumerate(self.stage_channels):
+            keep = torch.stack([(torch.arange(channels[-1]) < c).float() for c in channels])  # [width, channel]
+            masks.append((width_weights[s] @ keep).view(1, -1, 1, 1))
+        for s, op in zip(self.position_stage, self.mixed_ops()):
+            op.channel_mask = masks[s]
 
     def weight_parameters(self):
-        return [p for n, p in self.named_parameters() if n != "alpha"]
+        return [p for n, p in self.named_parameters() if n not in ("alpha", "width_alpha")]
 
-    def _arch_from_choices(self, choices: list[int] | None, width: float, fixed: Mapping[str, Any]) -> Architecture:
+    def arch_parameters(self):
+        return [self.alpha, self.width_alpha] if self.searches_width else [self.alpha]
+
+    def _arch_from_choices(self, choices: list[int] | None, widths: Sequence[int]) -> Architecture:
+        """Choices per position (None: the first candidate everywhere at full depth) and
+        one width index per stage."""
         space = self.space
         sample = {k: v[0] for k, v in space.decisions().items()}
-        sample.update(fixed)
+        sample.update(self.fixed)
         i = 0
-        for st in STAGES:
-            sample[f"{st.name}.width"] = width
+        for s, st in enumerate(STAGES):
+            sample[f"{st.name}.width"] = self.widths[widths[s]]
             blocks = []
             for b in range(max(st.depths)):
                 if choices is None:
-                    blocks.append(self.candidates[0] if hasattr(self, "candidates") else {"kind": space.block_kinds[0]})
+                    blocks.append(self.candidates[0])
                 elif choices[i] < len(self.candidates):
                     blocks.append(self.candidates[choices[i]])
                 i += 1 if choices is not None else 0
-            sample[f"{st.name}.depth"] = len(blocks) if choices is not None else max(st.depths)
+            sample[f"{st.name}.depth"] = len(blocks)
             for b, cand in enumerate(blocks):
                 for k, v in cand.items():
                     sample[f"{st.name}.b{b}.{k}"] = v
         return space.canonicalize(Architecture(space.name, sample))
 
-    def derive(self, choices: list[int]) -> Architecture:
-        return self._arch_from_choices(choices, self.width, self.fixed)
+    def derive(self, choices: list[int], widths: Sequence[int] | None = None) -> Architecture:
+        """The network of these choices; ``widths`` (indices into ``self.widths``, one per
+        stage) defaults to the widest."""
+        return self._arch_from_choices(choices, widths or [len(self.widths) - 1] * len(STAGES))
 
-    def candidate_params(self) -> tuple[int, list[list[int]]]:
-        """(parameters outside the searched positions, parameters of each position's
-        candidates). A derived network's parameter count is their sum over its choices:
-        within a stage, blocks after the first keep the width, so skipping one changes
-        no other block."""
-        rows = [[sum(p.numel() for p in cand.parameters()) for cand in op.candidates] for op in self.mixed_ops()]
-        searched = sum(sum(row) for row in rows)
-        return sum(p.numel() for p in self.net.parameters()) - searched, rows
+
+def _gumbel(shape, generator: torch.Generator) -> torch.Tensor:
+    return -torch.log(-torch.log(torch.rand(shape, generator=generator).clamp(1e-9, 1 - 1e-9)))
 
 
 class ExpectedLatency:
-    """E[latency] under the table's linear predictor, differentiable in the probabilities."""
+    """E[latency] under the table's linear predictor, differentiable in the probabilities.
+
+    The predictor is linear in per-op terms, and the choices (a candidate per position, a
+    width per stage) are independent under the search's distribution, so the expectation
+    is exact: per op, its term weighted by the probabilities of the choices it depends on.
+    """
 
     def __init__(self, supernet: DartsSupernet, table):
-        self.table = table
-        kinds = table.feature_kinds
-        coef = torch.tensor(table.coef, dtype=torch.float32)
-        self.kind_coef = coef[: len(kinds)]
-        self.n_coef, self.intercept = float(coef[-2]), float(coef[-1])
-        index = {k: i for i, k in enumerate(kinds)}
-        fixed = np.zeros(len(kinds))
-        for spec in supernet.fixed_specs:
-            fixed[index[spec.kind]] += table.op_ms(spec)
-        self.fixed_kind_ms = torch.tensor(fixed, dtype=torch.float32)
-        self.fixed_n = len(supernet.fixed_specs)
-        # cost[p, c] = coef of c's kind * its table ms; ops[p, c] = 1 unless skip.
-        n_pos, n_cand = supernet.alpha.shape
-        cost, ops = torch.zeros(n_pos, n_cand), torch.zeros(n_pos, n_cand)
-        for p, row in enumerate(supernet.position_specs):
-            for c, spec in enumerate(row):
-                if spec is not None:
-                    cost[p, c] = self.kind_coef[index[spec.kind]] * table.op_ms(spec)
-                    ops[p, c] = 1.0
-        self.cost, self.ops = cost, ops
-        self.choice_ms = cost + self.n_coef * ops   # [position, candidate] -> its ms in the predictor
+        self.net, self.table = supernet, table
+        coef = np.asarray(table.coef, dtype=float)
+        kind_coef = dict(zip(table.feature_kinds, coef[: len(table.feature_kinds)]))
+        n_coef, scale = float(coef[-2]), float(table.scale)
 
-    def fixed_ms(self) -> float:
-        return float(self.kind_coef @ self.fixed_kind_ms) + self.n_coef * self.fixed_n + self.intercept
+        def term(spec):  # the op's part of the prediction
+            return 0.0 if spec is None else scale * (kind_coef[spec.kind] * table.op_ms(spec) + n_coef)
+        tab = supernet.tabulate(term)
+        self.tab = tab._replace(const=tab.const + scale * float(coef[-1]))
 
-    def __call__(self, probs: torch.Tensor) -> torch.Tensor:
-        return self.fixed_ms() + (probs * self.choice_ms).sum()
+    def __call__(self, probs: torch.Tensor, width_probs: torch.Tensor | None = None) -> torch.Tensor:
+        net = self.net
+        wp = (net.width_probabilities() if width_probs is None else width_probs).double()
+        total = torch.tensor(self.tab.const, dtype=torch.float64)
+        one = torch.ones(1, dtype=torch.float64)
+        for p, t in enumerate(self.tab.positions):
+            i = net.position_input[p]
+            total = total + torch.einsum("c,i,o,cio->", probs[p].double(), one if i is None else wp[i],
+                                         wp[net.position_stage[p]], t)
+        for k, s in enumerate(net.lateral_stages):
+            total = total + wp[s] @ self.tab.laterals[k]
+        return total.float()
 
-    def range_ms(self, valid: torch.Tensor) -> tuple[float, float]:
-        """Table latency of the cheapest and of the dearest choice at every position."""
-        lo = self.choice_ms.masked_fill(valid == 0, float("inf")).min(-1).values.sum()
-        hi = self.choice_ms.masked_fill(valid == 0, float("-inf")).max(-1).values.sum()
-        return self.fixed_ms() + float(lo), self.fixed_ms() + float(hi)
+    def at(self, widths: Sequence[int]) -> tuple[float, torch.Tensor]:
+        """(constant ms, [position, candidate] ms) at one width index per stage: a derived
+        network's table latency is the constant plus its choices' entries."""
+        return self.net.at(self.tab, widths)
+
+    def range_ms(self, valid: torch.Tensor | None = None) -> tuple[float, float]:
+        """Table latency of the cheapest and of the dearest network."""
+        valid = self.net.valid if valid is None else valid
+        lo, hi = math.inf, -math.inf
+        for widths in itertools.product(range(len(self.net.widths)), repeat=len(STAGES)):
+            const, ms = self.at(widths)
+            lo = min(lo, const + float(ms.masked_fill(valid == 0, math.inf).min(-1).values.sum()))
+            hi = max(hi, const + float(ms.masked_fill(valid == 0, -math.inf).max(-1).values.sum()))
+        return lo, hi
 
 
 # The target must be at least this multiple of a width's cheapest network, so that the
@@ -271,7 +414,8 @@ class DartsStrategy(Strategy):
     Options: ``steps`` (total optimisation steps), ``batch_size``, ``w_lr``/``a_lr``
     (weights/AdamW, alpha/Adam), ``tau`` start/end (Gumbel temperature, annealed
     exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
-    ``width`` and ``fixed`` (the macro-architecture), ``data`` (DataConfig fields),
+    ``width`` (a width, a list of widths or ``search`` (all the space's) to search per stage,
+    or ``auto``) and ``fixed`` (the neck and head), ``data`` (DataConfig fields),
     ``table`` (latency table path; default the committed one at ``threads``),
     ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
     (block kinds searched; default all of the space's), ``measure_rounds`` (derivations
@@ -294,8 +438,10 @@ class DartsStrategy(Strategy):
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight))
         widths = space.decisions()[f"{STAGES[0].name}.width"]
-        if width != "auto" and width not in widths:
-            raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)} or 'auto'")
+        chosen = list(width) if isinstance(width, (list, tuple)) else [width]
+        if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
+            raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
+                             f"a list of them, 'auto' or 'search'")
         self.fixed = {**DEFAULT_FIXED, **(fixed or {})}
         self.kinds = tuple(kinds or space.block_kinds)
         unknown = [k for k in self.kinds if k not in space.block_kinds]
@@ -354,16 +500,18 @@ class DartsStrategy(Strategy):
             width, ranges = choose_width(self.space, table, target, self.fixed, self.kinds)
             # A resumed search keeps the width it started with (the rule may have changed since).
             width = ck["state"].get("width", width) if ck else width
-        elif ck and ck["state"].get("width", width) != width:
-            raise InputError(f"{self.checkpoint_path} was trained at width {ck['state']['width']}, the config asks for "
-                             f"{width}; set darts option width to {ck['state']['width']} or start a new run")
+        else:
+            width = list(self.space.decisions()[f"{STAGES[0].name}.width"]) if width == "search" else width
+            if ck and as_widths(ck["state"].get("width", width)) != as_widths(width):
+                raise InputError(f"{self.checkpoint_path} was trained at width {ck['state']['width']}, the config asks "
+                                 f"for {width}; set darts option width to {ck['state']['width']} or start a new run")
         net = DartsSupernet(self.space, width, self.fixed, self.kinds)
         expected = ExpectedLatency(net, table)
         train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
         half = len(train_data) // 2
         w_idx, a_idx = np.arange(half), np.arange(half, len(train_data))
         w_opt = torch.optim.AdamW(net.weight_parameters(), lr=o["w_lr"], weight_decay=0.05)
-        a_opt = torch.optim.Adam([net.alpha], lr=o["a_lr"], betas=(0.5, 0.999))
+        a_opt = torch.optim.Adam(net.arch_parameters(), lr=o["a_lr"], betas=(0.5, 0.999))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
         state = {"step": 0, "lam": o["lam"], "history": [], "width": width}
@@ -396,11 +544,11 @@ class DartsStrategy(Strategy):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 10.0)
             w_opt.step()
-            lat = float(expected(net.probabilities().detach()))
+            lat = float(expected(net.probabilities().detach(), net.width_probabilities().detach()))
             if step >= warmup:  # architecture step on the held-out half
                 net.set_hard(gen, tau)
                 images, targets = _batch(train_data, rng.choice(a_idx, o["batch_size"], replace=False), cfg, rng)
-                e_lat = expected(net.probabilities())
+                e_lat = expected(net.probabilities(), net.width_probabilities())
                 a_loss = supervised_loss(net.net, images, targets)["loss"] + state["lam"] * torch.log(e_lat / target) ** 2
                 a_opt.zero_grad(set_to_none=True)
                 w_opt.zero_grad(set_to_none=True)
@@ -419,7 +567,7 @@ class DartsStrategy(Strategy):
         arch, measured = self.derive_measured(net, table, target)
         predicted = table.predict(arch)
         report = {"target_ms": target, "width": width, "width_ranges_ms": ranges, "derived_table_ms": predicted,
-                  "expected_ms": float(expected(net.probabilities())), "off_target": predicted / target - 1,
+                  "expected_ms": float(expected(net.probabilities(), net.width_probabilities())), "off_target": predicted / target - 1,
                   "measurements": measured, "lam": state["lam"], "steps": state["step"],
                   "seconds": time.monotonic() - t0}
         if measured:
@@ -436,7 +584,7 @@ class DartsStrategy(Strategy):
         from latency_tables.profiler import measure_model
 
         table_target, tried = target, []
-        arch = net.derive(self.derive_choices(net, table, table_target))
+        arch = net.derive(*self.derive_choices(net, table, table_target))
         for _ in range(self.options["measure_rounds"]):
             ms = measure_model(self.space, arch, self.options["threads"]).ms
             tried.append({"arch": arch.to_dict(), "table_target_ms": table_target, "table_ms": table.predict(arch),
@@ -445,46 +593,65 @@ class DartsStrategy(Strategy):
                 break
             ratio = math.exp(np.mean([math.log(t["measured_ms"] / t["table_ms"]) for t in tried]))
             table_target = target / ratio
-            arch = net.derive(self.derive_choices(net, table, table_target))
+            arch = net.derive(*self.derive_choices(net, table, table_target))
             if any(t["arch"] == arch.to_dict() for t in tried):
                 break
         if tried:
             arch = Architecture.from_dict(min(tried, key=lambda t: abs(t["measured_ms"] / target - 1))["arch"])
         return arch, [{k: v for k, v in t.items() if k != "arch"} for t in tried]
 
-    def derive_choices(self, net: DartsSupernet, table, target: float) -> list[int]:
-        """The choices that maximise the value (sum of log-probabilities + ``params_weight``
-        * log parameters) at the target's table latency.
+    def derive_choices(self, net: DartsSupernet, table, target: float) -> tuple[list[int], list[int]]:
+        """The choices (a candidate per position, a width index per stage) that maximise
+        the value (sum of log-probabilities + ``params_weight`` * log parameters) at the
+        target's table latency.
 
-        Only candidates at least a tenth as likely as their position's best are allowed.
-        A multiple-choice knapsack, solved by its Lagrangian: per position
-        ``argmax(value - mu * ms)``, log parameters linearised around the argmax network's
-        count, ``mu >= 0`` bisected until the table latency meets the target. Then greedy
-        single-position moves while they bring the latency closer to the target (until
-        within 3%): one that also raises the value first, else the one that loses the
-        least value per millisecond."""
-        probs = net.probabilities().detach()
+        Only candidates and widths at least a tenth as likely as their position's (stage's)
+        best are allowed. Each allowed width per stage is tried; for one, the blocks are a
+        multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target
+        (else the closest) of highest value wins."""
+        probs, wprobs = net.probabilities().detach().double(), net.width_probabilities().detach().double()
         allowed = probs >= 0.1 * probs.max(-1, keepdim=True).values
-        log_probs = torch.log(probs.clamp_min(1e-12))
-        fixed_params, rows = net.candidate_params()
-        cand_params = torch.tensor([row + [0] * (probs.shape[1] - len(row)) for row in rows], dtype=torch.float64)
-        ms = ExpectedLatency(net, table).choice_ms.double()
+        w_allowed = wprobs >= 0.1 * wprobs.max(-1, keepdim=True).values
+        log_probs, log_wprobs = torch.log(probs.clamp_min(1e-12)), torch.log(wprobs.clamp_min(1e-12))
+        latency, params = ExpectedLatency(net, table), net.param_table()
+        best = None
+        for widths in itertools.product(*[w_allowed[s].nonzero().flatten().tolist() for s in range(len(STAGES))]):
+            base_ms, ms = latency.at(widths)
+            base_params, cand_params = net.at(params, widths)
+            choices, ms_total, value = self._knapsack(log_probs, allowed, ms, base_ms, cand_params, base_params, target)
+            value += float(sum(log_wprobs[s, w] for s, w in enumerate(widths)))
+            key = (max(0.0, abs(ms_total / target - 1) - 0.03), -value)
+            if best is None or key < best[0]:
+                best = (key, choices, list(widths))
+        return best[1], best[2]
+
+    def _knapsack(self, log_probs, allowed, ms, base_ms, params, base_params, target):
+        """Per position one allowed candidate, maximising sum(log_probs) + ``params_weight``
+        * log(base_params + sum(params)) with base_ms + sum(ms) at the target.
+
+        Solved by its Lagrangian: per position ``argmax(value - mu * ms)``, log parameters
+        linearised around the most probable choice's count, ``mu >= 0`` bisected until the
+        latency meets the target. Then greedy single-position moves while they bring the
+        latency closer to the target (until within 3%): one that also raises the value
+        first, else the one that loses the least value per millisecond.
+        Returns (choices, latency, value)."""
         weight = self.options["params_weight"]
-
-        def total_params(ch):
-            return fixed_params + float(cand_params[range(len(ch)), ch].sum())
-
-        def value(ch):
-            return float(log_probs[range(len(ch)), ch].sum()) + weight * math.log(total_params(ch))
+        rows = torch.arange(ms.shape[0])
 
         def latency(ch):
-            return table.predict(net.derive(ch))
+            return base_ms + float(ms[rows, ch].sum())
+
+        def total_params(ch):
+            return base_params + float(params[rows, ch].sum())
+
+        def value(ch):
+            return float(log_probs[rows, ch].sum()) + weight * math.log(max(total_params(ch), 1.0))
 
         def solve(mu, params_ref):
-            score = log_probs.double() + weight * cand_params / params_ref - mu * ms
-            return [int(i) for i in score.masked_fill(~allowed, float("-inf")).argmax(-1)]
+            score = log_probs + weight * params / params_ref - mu * ms
+            return score.masked_fill(~allowed, float("-inf")).argmax(-1)
 
-        ref = total_params([int(i) for i in probs.argmax(-1)])
+        ref = total_params(log_probs.masked_fill(~allowed, float("-inf")).argmax(-1))
         choices = solve(0.0, ref)
         if latency(choices) > target:
             lo, hi = 0.0, 1.0
@@ -494,28 +661,27 @@ class DartsStrategy(Strategy):
                 mid = 0.5 * (lo + hi)
                 lo, hi = (mid, hi) if latency(solve(mid, ref)) > target else (lo, mid)
             choices = min((solve(lo, ref), solve(hi, ref)), key=lambda ch: abs(latency(ch) / target - 1))
-
-        current_ms, current = latency(choices), value(choices)
+        choices = choices.clone()
         for _ in range(4 * len(choices)):
+            current_ms, current_params = latency(choices), total_params(choices)
             gap = abs(current_ms / target - 1)
             if gap < 0.03:
                 break
-            gains, trades = [], []
-            for p in range(len(choices)):
-                for c in allowed[p].nonzero().flatten().tolist():
-                    if c == choices[p]:
-                        continue
-                    trial = choices[:p] + [c] + choices[p + 1:]
-                    trial_ms = latency(trial)
-                    if abs(trial_ms / target - 1) >= gap:
-                        continue
-                    dv = value(trial) - current
-                    (gains if dv > 0 else trades).append((dv if dv > 0 else dv / abs(trial_ms - current_ms), trial_ms, trial))
-            if not gains and not trades:
+            # Every single-position move at once: its latency and its change of value.
+            trial_ms = current_ms - ms[rows, choices][:, None] + ms
+            trial_params = (current_params - params[rows, choices][:, None] + params).clamp_min(1.0)
+            gain = log_probs - log_probs[rows, choices][:, None] + weight * (torch.log(trial_params) - math.log(current_params))
+            closer = allowed & ((trial_ms / target - 1).abs() < gap)
+            closer[rows, choices] = False
+            if not closer.any():
                 break
-            _, current_ms, choices = max(gains or trades, key=lambda m: m[0])
-            current = value(choices)
-        return choices
+            if (closer & (gain > 0)).any():
+                score = gain.masked_fill(~(closer & (gain > 0)), float("-inf"))
+            else:
+                score = (gain / (trial_ms - current_ms).abs().clamp_min(1e-12)).masked_fill(~closer, float("-inf"))
+            p, c = divmod(int(score.argmax()), score.shape[1])
+            choices[p] = c
+        return [int(c) for c in choices], latency(choices), value(choices)
 
     def _save(self, net, w_opt, a_opt, gen, rng, state) -> None:
         record = {"net": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
