@@ -25,8 +25,9 @@ def space():
 
 @pytest.fixture(scope="module")
 def table_path(space, tmp_path_factory):
-    """A table holding just the ops the tiny DARTS supernet can produce at WIDTHS."""
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    """A table holding just the ops the tiny DARTS supernet can produce at WIDTHS, with
+    the neck and head searched."""
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
     specs = {s.key: s for s in net.all_specs()}
     data = TableData(profiler.new_header(space, 1))
     for key, spec in specs.items():
@@ -60,7 +61,7 @@ def test_expected_latency_of_one_hot_is_the_table_latency(space, table_path):
         choice = (logits + torch.rand(logits.shape, generator=gen)).argmax(-1)
         one_hot = torch.nn.functional.one_hot(choice, logits.shape[1]).float()
         arch = net.derive(choice.tolist())
-        assert float(expected(one_hot)) == pytest.approx(table.predict(arch), rel=1e-5)
+        assert float(expected(one_hot).detach()) == pytest.approx(table.predict(arch), rel=1e-5)
 
 
 def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
@@ -77,93 +78,114 @@ def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
     assert float(expected(net.probabilities())) < 0.9 * start
     # The most probable candidate at each position is no more expensive than the average one.
     probs = net.probabilities().detach()
-    _, cost = expected.at([0] * len(STAGES))
+    _, cost, _ = expected.at([0] * len(STAGES))
     for p in range(len(probs)):
         valid = net.valid[p] > 0
         assert cost[p, probs[p].argmax()] <= cost[p][valid].mean() + 1e-9
 
 
+def _random_choices(net, gen):
+    """A block candidate per position and an option per axis, at random."""
+    choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1)
+    axes = (net.axis_alpha.masked_fill(net.axis_valid == 0, -1e9) + torch.rand(net.axis_alpha.shape, generator=gen)).argmax(-1)
+    return choice, axes
+
+
 def test_param_table_adds_up_to_the_built_network(space):
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
     params = net.param_table()
     gen = torch.Generator().manual_seed(2)
     for _ in range(4):
-        choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1).tolist()
-        widths = torch.randint(0, len(WIDTHS), (len(STAGES),), generator=gen).tolist()
-        built = space.build(net.derive(choice, widths))
-        const, rows = net.at(params, widths)
-        assert sum(p.numel() for p in built.parameters()) == const + float(rows[range(len(choice)), choice].sum())
+        choice, axes = _random_choices(net, gen)
+        built = space.build(net.derive(choice.tolist(), axes.tolist()))
+        const, rows, macro = net.at(params, axes[: len(STAGES)].tolist())
+        total = const + float(rows[range(len(choice)), choice].sum()) + float(macro[tuple(axes[len(STAGES):].tolist())])
+        assert sum(p.numel() for p in built.parameters()) == total
 
 
-def test_expected_latency_with_searched_widths_is_exact(space, table_path):
-    """One-hot candidates and widths: the table latency of that network. Mixed
+def test_expected_latency_with_searched_widths_and_neck_is_exact(space, table_path):
+    """One-hot candidates and options: the table latency of that network. Mixed
     distributions: the mean over networks sampled from them."""
     table = LatencyTable.load(table_path, space)
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
     expected = ExpectedLatency(net, table)
     gen = torch.Generator().manual_seed(3)
-    for _ in range(4):
-        choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1)
-        widths = torch.randint(0, len(WIDTHS), (len(STAGES),), generator=gen)
-        one_hot = torch.nn.functional.one_hot(choice, net.alpha.shape[1]).float()
-        arch = net.derive(choice.tolist(), widths.tolist())
-        assert float(expected(one_hot, torch.nn.functional.one_hot(widths, len(WIDTHS)).float())) == \
-            pytest.approx(table.predict(arch), rel=1e-5)
+    one_hot = torch.nn.functional.one_hot
+    for _ in range(6):
+        choice, axes = _random_choices(net, gen)
+        arch = net.derive(choice.tolist(), axes.tolist())
+        got = float(expected(one_hot(choice, net.alpha.shape[1]).float(), one_hot(axes, net.axis_alpha.shape[1]).float()))
+        assert got == pytest.approx(table.predict(arch), rel=1e-5)
     with torch.no_grad():
         net.alpha.normal_(generator=gen)
-        net.width_alpha.normal_(generator=gen)
-    probs, wprobs = net.probabilities(), net.width_probabilities()
+        net.axis_alpha.normal_(generator=gen)
+    probs, aprobs = net.probabilities(), net.axis_probabilities()
     samples = [table.predict(net.derive(torch.multinomial(probs, 1, generator=gen).flatten().tolist(),
-                                        torch.multinomial(wprobs, 1, generator=gen).flatten().tolist()))
+                                        torch.multinomial(aprobs, 1, generator=gen).flatten().tolist()))
                for _ in range(400)]
     mean, sem = np.mean(samples), np.std(samples) / np.sqrt(len(samples))
-    assert abs(float(expected(probs, wprobs)) - mean) < 4 * sem
+    assert abs(float(expected(probs, aprobs)) - mean) < 4 * sem
 
 
-def test_width_mask_keeps_the_chosen_channels(space):
-    """A stage at its narrow width passes zeros beyond the narrow width's channels, and
-    sampling sends a gradient to every stage's width parameters."""
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
-    net.set_dense(net.probabilities(), torch.nn.functional.one_hot(torch.zeros(len(STAGES), dtype=torch.long), 2).float())
+def test_masks_keep_the_chosen_channels(space):
+    """Stages at their narrow width and the neck at its fewest channels pass zeros
+    beyond those channels; sampling sends a gradient to the widths and neck channels."""
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
+    first = torch.nn.functional.one_hot(torch.zeros(len(net.axes), dtype=torch.long), net.axis_alpha.shape[1]).float()
+    net.set_dense(net.probabilities(), first)
     x = net.net.stem(torch.randn(2, 3, 64, 64))
+    feats = []
     for s, stage in enumerate(net.net.stages):
         x = stage(x)
         narrow = net.stage_channels[s][0]
         assert x.shape[1] == net.stage_channels[s][-1] > narrow
         assert float(x[:, narrow:].abs().max()) == 0.0 and float(x[:, :narrow].abs().max()) > 0
+        feats.append(x)
+    fewest = net.axes[net.axis_index["neck.channels"]][1][0]
+    for level in net.net.neck([feats[i] for i in net.net.feature_index]):
+        assert level.shape[1] > fewest and float(level[:, fewest:].abs().max()) == 0.0
     net.set_hard(torch.Generator().manual_seed(0), 1.0)
     sum(level.square().mean() for level in net.net.forward_levels(torch.randn(2, 3, 64, 64))).backward()
-    assert (net.width_alpha.grad.abs().sum(-1) > 0).all()
+    assert (net.axis_alpha.grad[: len(STAGES)].abs().sum(-1) > 0).all()
+    assert net.axis_alpha.grad[net.axis_index["neck.channels"]].abs().sum() > 0
 
 
-def test_latency_term_alone_moves_widths_narrower(space, table_path):
+def test_latency_term_alone_moves_widths_and_neck_cheaper(space, table_path):
     table = LatencyTable.load(table_path, space)
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
     expected = ExpectedLatency(net, table)
-    start = float(expected(net.probabilities(), net.width_probabilities()))
-    opt = torch.optim.Adam([net.width_alpha], lr=0.1)
+    start = float(expected(net.probabilities()))
+    opt = torch.optim.Adam([net.axis_alpha], lr=0.1)
     for _ in range(30):
-        loss = torch.log(expected(net.probabilities(), net.width_probabilities()) / (0.5 * start)) ** 2
+        loss = torch.log(expected(net.probabilities()) / (0.5 * start)) ** 2
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert (net.width_probabilities()[:, 0] > 0.5).all()
+    probs = net.axis_probabilities()
+    assert (probs[: len(STAGES), 0] > 0.5).all()  # the narrow width
+    assert probs[net.axis_index["neck.channels"]].argmax() == 0  # the fewest channels
 
 
 def test_derivation_searches_widths_at_the_target(space, table_path):
-    """With widths searched, the derivation may pick a width per stage and lands near the
-    target; with one width it keeps that width."""
+    """With widths and neck searched, the derivation picks a width per stage and a neck
+    and head, and lands near the target; with everything held it keeps those values."""
     table = LatencyTable.load(table_path, space)
-    net = DartsSupernet(space, WIDTHS, DEFAULT_FIXED, KINDS)
+    net = DartsSupernet(space, WIDTHS, {}, KINDS)
+    with torch.no_grad():
+        net.axis_alpha.normal_(generator=torch.Generator().manual_seed(4))  # no ties among the macro options
     lo, hi = ExpectedLatency(net, table).range_ms()
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=lo), kinds=KINDS, width=list(WIDTHS), progress=False)
     for target in (lo + 0.3 * (hi - lo), lo + 0.6 * (hi - lo)):
-        choices, widths = strategy.derive_choices(net, table, target)
-        assert len(widths) == len(STAGES) and set(widths) <= {0, 1}
-        assert table.predict(net.derive(choices, widths)) == pytest.approx(target, rel=0.05)
-    single = DartsSupernet(space, 0.75, DEFAULT_FIXED, KINDS)
-    _, widths = strategy.derive_choices(single, table, target)
-    assert single.derive(*strategy.derive_choices(single, table, target)).sample["s3.width"] == 0.75 and widths == [0] * 5
+        choices, axes = strategy.derive_choices(net, table, target)
+        assert len(axes) == len(net.axes) and set(axes[: len(STAGES)]) <= {0, 1}
+        probs = net.axis_probabilities()
+        assert all(probs[a, i] == probs[a].max() for a, i in enumerate(axes) if a >= len(STAGES))
+        assert table.predict(net.derive(choices, axes)) == pytest.approx(target, rel=0.05)
+    held = DartsSupernet(space, 0.75, DEFAULT_FIXED, KINDS)
+    choices, axes = strategy.derive_choices(held, table, target)
+    arch = held.derive(choices, axes)
+    assert axes == [0] * len(held.axes) and arch.sample["s3.width"] == 0.75
+    assert all(arch.sample[k] == v for k, v in DEFAULT_FIXED.items())
 
 
 def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):

@@ -41,16 +41,18 @@ The table is a few percent off on single networks (3.5% on average at 1 thread, 
 if it misses the target by more than 5% the derivation is repeated against a table
 target corrected by the measured/table ratio of that network; the closest is kept.
 
-Widths: ``width: search`` (or a list of widths) searches one width per stage, FBNetV2
-style: the blocks are built at the widest width and each stage's Gumbel-sampled width
-masks its channels (:class:`DartsSupernet`); the expectation above covers the widths
-too, and the derivation tries each likely per-stage width combination. Why: with one
-width for all stages, session 6's DARTS networks at the lowest target were width 1.0
-everywhere with the cheapest blocks, where evolution's used 0.5-0.75 in most stages with
-inverted-residual and shuffle blocks, and scored clearly better. A number fixes every
-stage's width; ``width: auto`` takes the widest width whose cheapest network (table) is
-at most 2/3 of the target (:func:`choose_width`). The neck and head are not searched
-here (FBNet's fixed macro-architecture): they come from the option ``fixed``.
+Widths, neck and head (:class:`DartsSupernet`): besides the blocks, the search covers
+one width per stage and the neck/head decisions (channels, depth, kernel, PAN, head depth
+and kernel), FBNetV2 style: the network is built at the largest option of each, a
+sampled width or channel count masks the channels beyond it, a sampled depth skips the
+ops past it. The expectation above covers these choices too. The derivation tries each
+likely per-stage width combination and takes the neck and head at their most probable
+options. Why: in session 6, with one width for all stages and a fixed neck and head
+(FBNet's fixed macro-architecture), DARTS's networks at the lowest target were width 1.0
+everywhere with the cheapest blocks, where evolution's used widths 0.5-0.75 in most
+stages, deeper heads and other necks, and scored clearly better. ``width`` a single
+value, or a decision in ``fixed``, holds that choice; ``width: auto`` takes the widest
+width whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`).
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
@@ -81,6 +83,10 @@ from .base import Result, Strategy, register_strategy
 
 SKIP = "skip"
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
+# The neck and head decisions (the "macro" choices), each one value for the whole network.
+MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
+# The macro-architecture the searches used before the neck and head were searched; the
+# ``fixed`` option holds any of these decisions at a value.
 DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
 
 
@@ -100,11 +106,35 @@ def as_widths(width: float | Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(float(w) for w in width)) if isinstance(width, (list, tuple)) else (float(width),)
 
 
+def macro_dependencies(role: str) -> tuple[str, ...]:
+    """The macro decisions (and, for a lateral, its stage's width) that a neck or head
+    op of the default space depends on. Checked by the tests: the expected latency of
+    one-hot choices equals the table's prediction of that network."""
+    if role.startswith("neck.lateral"):
+        return (f"{FEATURE_STAGES[int(role[len('neck.lateral'):])]}.width", "neck.channels")
+    if role.startswith("neck.bu"):
+        return ("neck.channels", "neck.pan", "neck.kernel")
+    if role.startswith("neck.out"):
+        return ("neck.channels", "neck.depth", "neck.kernel")
+    if role.startswith("head") and ".b" in role:
+        return ("neck.channels", "head.depth", "head.kernel")
+    if role.startswith(("neck.td", "head")):
+        return ("neck.channels",)
+    return ()  # the stem and the decode
+
+
+class TakeFirst(nn.Module):
+    """A skipped two-input merge (PAN off): the first input unchanged."""
+
+    def forward(self, x, *_):
+        return x
+
+
 class MixedOp(nn.Module):
     """Candidates for one position. ``weights`` dense: the weighted sum of all candidates
     (DARTS); ``hard_index`` set: only that candidate, scaled by ``hard_weight`` (GDAS).
-    ``channel_mask`` (set by the supernet when widths are searched) multiplies the output:
-    the stage's width choice, as a (soft or straight-through) mask over its channels."""
+    ``channel_mask`` (set by the supernet when widths or neck channels are searched)
+    multiplies the output: a (soft or straight-through) mask over its channels."""
 
     def __init__(self, candidates: list[nn.Module]):
         super().__init__()
@@ -114,40 +144,46 @@ class MixedOp(nn.Module):
         self.hard_weight: torch.Tensor | None = None
         self.channel_mask: torch.Tensor | None = None
 
-    def forward(self, x):
+    def forward(self, *x):
         if self.hard_index is not None:
-            out = self.candidates[self.hard_index](x) * self.hard_weight
+            out = self.candidates[self.hard_index](*x) * self.hard_weight
         else:
-            out = sum(w * op(x) for w, op in zip(self.weights, self.candidates))
+            out = sum(w * op(*x) for w, op in zip(self.weights, self.candidates))
         return out if self.channel_mask is None else out * self.channel_mask
 
 
 class Tabulated(NamedTuple):
     """A per-op quantity (table ms, parameters) of every op the supernet can produce, laid
-    out by the choices it depends on. ``at(widths)`` gives, for one width index per stage,
-    the constant part and the ``[position, candidate]`` matrix, whose row sums over a
-    choice per position add up to the derived network's total."""
+    out by the choices it depends on."""
     const: float                      # ops that depend on no choice
-    positions: list[torch.Tensor]     # per position [candidate, input width, output width]
-    laterals: torch.Tensor            # [feature level, width of its stage]
+    positions: list[torch.Tensor]     # per block position [candidate, input width, output width]
+    macro: torch.Tensor               # neck and head ops: one axis per choice axis (see DartsSupernet.axes)
 
-    def at(self, widths: Sequence[int], inputs: Sequence[int | None], stages: Sequence[int],
-           lateral_stages: Sequence[int]) -> tuple[float, torch.Tensor]:
-        rows = [t[:, 0 if i is None else widths[i], widths[s]] for t, i, s in zip(self.positions, inputs, stages)]
-        lat = sum(float(self.laterals[k, widths[s]]) for k, s in enumerate(lateral_stages))
-        return self.const + lat, torch.stack(rows)
+
+class _MacroOp(NamedTuple):
+    """How a neck/head op's candidate follows the macro choices: ``gate`` (an axis index,
+    or None) decides whether the op is present (depth > ``position`` or PAN on);
+    ``kernel`` (an axis index, or None) picks among its kernel candidates; the last
+    candidate is the skip when the op can be absent."""
+    gate: int | None
+    position: int
+    kernel: int | None
 
 
 class DartsSupernet(nn.Module):
-    """A :class:`CpuDetector` whose stage blocks are :class:`MixedOp` s.
+    """A :class:`CpuDetector` whose stage blocks are :class:`MixedOp` s over candidate
+    blocks, and whose stage widths and neck/head decisions are searched too.
 
-    ``width``: one width for every stage, or several to search per stage. Searched widths
-    (FBNetV2's channel masking): the blocks are built at the widest, and each stage's
-    sampled width keeps its leading channels (the mask is applied after every block of
-    the stage, so the next stage and the neck see zeros beyond it). Approximate in one
-    respect: a block's hidden channels stay those of the widest version. The latency
-    and parameter counts used for the search are exact, from the table and the ops
-    each width really produces.
+    Choice axes (``axes``): one width per stage, then each macro decision (``MACRO``);
+    an axis with one option is held (``width`` a single value, or the decision in
+    ``fixed``). The network is built at the largest option of each axis. Widths and neck
+    channels are searched by channel masking (FBNetV2): a stage's or the neck's sampled
+    width keeps its leading channels (the mask is applied after every block, lateral,
+    merge and tower op, so the next op sees zeros beyond it). Approximate in one respect:
+    a block's hidden channels stay those of the widest version. Depths are searched by
+    skippable ops and kernels by one module per kernel, chosen together for all levels.
+    The latency and parameter counts the search uses are exact, from the table and the
+    ops each choice really produces.
     """
 
     def __init__(self, space: SearchSpace, width: float | Sequence[float], fixed: Mapping[str, Any],
@@ -156,8 +192,11 @@ class DartsSupernet(nn.Module):
         self.space = space
         self.widths = as_widths(width)
         self.candidates = block_candidates(kinds or space.block_kinds)
-        self.fixed = dict(fixed)
-        template = self._arch_from_choices(None, [len(self.widths) - 1] * len(STAGES))
+        decisions = space.decisions()
+        self.axes: list[tuple[str, tuple]] = [(f"{st.name}.width", self.widths) for st in STAGES]
+        self.axes += [(name, (fixed[name],) if name in fixed else tuple(decisions[name])) for name in MACRO]
+        self.axis_index = {name: a for a, (name, _) in enumerate(self.axes)}
+        template = self._arch_from_choices(None, self._largest())
         specs = {s.role: s for s in space.ops(template)}
         modules = {role: make_op(spec) for role, spec in specs.items()}
         self.positions: list[tuple[str, int]] = []
@@ -176,22 +215,61 @@ class DartsSupernet(nn.Module):
                 self.positions.append((st.name, b))
                 self.position_stage.append(s)
                 self.position_input.append(s - 1 if b == 0 and s > 0 else None)
+        self.macro_ops: dict[str, _MacroOp] = {}
+        for role, spec in specs.items():
+            if macro_dependencies(role) and not role.startswith("neck.td"):
+                modules[role] = self._macro_module(role, spec)
         self.net = CpuDetector(modules, template, space.num_classes)
-        searched = {f"{n}.b{b}" for n, b in self.positions}
-        self.fixed_specs = [spec for r, spec in specs.items() if r not in searched]
-        self.lateral_stages = [next(s for s, st in enumerate(STAGES) if st.name == name) for name in FEATURE_STAGES]
+        self._modules_by_role = modules
         self.stage_channels = [[make_divisible(st.base_width * w) for w in self.widths] for st in STAGES]
         self.alpha = nn.Parameter(torch.zeros(len(self.positions), len(self.candidates) + 1))
-        self.width_alpha = nn.Parameter(torch.zeros(len(STAGES), len(self.widths)))
         self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if b >= min(STAGES[s].depths) else 0.0]
                                                     for s, (_, b) in zip(self.position_stage, self.positions)]))
+        n_opt = max(len(options) for _, options in self.axes)
+        self.axis_alpha = nn.Parameter(torch.zeros(len(self.axes), n_opt))
+        self.register_buffer("axis_valid", torch.tensor([[1.0 if i < len(o) else 0.0 for i in range(n_opt)]
+                                                         for _, o in self.axes]))
+
+    # ----- construction -------------------------------------------------------------------
+    def _largest(self) -> list[int]:
+        """The option index per axis the modules are built at: the widest widths and
+        channels, the deepest neck and head, PAN on if it can be; the first kernel."""
+        out = []
+        for name, options in self.axes:
+            if name.endswith("kernel"):
+                out.append(0)
+            else:
+                out.append(max(range(len(options)), key=lambda i: options[i]))
+        return out
+
+    def _macro_module(self, role: str, spec: OpSpec) -> MixedOp:
+        gate = kernel = None
+        position = 0
+        if role.startswith("neck.bu"):
+            gate, kernel = self.axis_index["neck.pan"], self.axis_index["neck.kernel"]
+        elif ".b" in role:  # a neck or head tower block
+            prefix = "neck" if role.startswith("neck") else "head"
+            gate, kernel = self.axis_index[f"{prefix}.depth"], self.axis_index[f"{prefix}.kernel"]
+            position = int(role.rsplit(".b", 1)[1])
+        if kernel is None:
+            mods = [make_op(spec)]
+        else:
+            mods = [make_op(OpSpec.make(spec.kind, spec.input_shapes, role, **{**spec.param_dict, "kernel": k}))
+                    for k in self.axes[kernel][1]]
+        if gate is not None and any(not self._present(gate, position, v) for v in self.axes[gate][1]):
+            mods.append(TakeFirst() if role.startswith("neck.bu") else nn.Identity())
+        self.macro_ops[role] = _MacroOp(gate, position, kernel)
+        return MixedOp(mods)
+
+    def _present(self, gate: int, position: int, value) -> bool:
+        return bool(value) if self.axes[gate][0] == "neck.pan" else value > position
 
     @property
     def searches_width(self) -> bool:
         return len(self.widths) > 1
 
     def _spec(self, base: OpSpec, cand: Mapping[str, Any] | None, cin: int, cout: int) -> OpSpec | None:
-        """The op of candidate ``cand`` (None: skip) at a position, with these channels."""
+        """The op of candidate ``cand`` (None: skip) at a block position, with these channels."""
         if cand is None:
             return None
         params = {k: v for k, v in cand.items() if k != "kind"}
@@ -208,24 +286,38 @@ class DartsSupernet(nn.Module):
         cand = self.candidates[c] if c < len(self.candidates) else None
         return self._spec(base, cand, cin, self.stage_channels[s][w_out])
 
+    def _macro_specs(self) -> list[tuple[str, tuple[int, ...], tuple[int, ...], OpSpec | None]]:
+        """(role, its axes, their option indices, its spec or None if absent) for every
+        neck/head op and every combination of the choices it depends on; the stem and the
+        decode with no axes."""
+        by_deps: dict[tuple[str, ...], list[str]] = {}
+        base = self._largest()
+        for spec in self.space.ops(self._arch_from_choices(None, base)):
+            if spec.role not in {f"{n}.b{b}" for n, b in self.positions}:
+                by_deps.setdefault(macro_dependencies(spec.role), []).append(spec.role)
+        out = []
+        for deps, roles in by_deps.items():
+            axes = tuple(self.axis_index[d] for d in deps)
+            for combo in itertools.product(*[range(len(self.axes[a][1])) for a in axes]):
+                choice = list(base)
+                for a, i in zip(axes, combo):
+                    choice[a] = i
+                found = {s.role: s for s in self.space.ops(self._arch_from_choices(None, choice))}
+                out += [(role, axes, combo, found.get(role)) for role in roles]
+        return out
+
     def all_specs(self) -> list[OpSpec]:
         """Every op any derived network can hold (for building a table for this supernet)."""
-        out = list(self.fixed_specs)
-        for w in range(len(self.widths)):
-            out += self._lateral_specs(w)
+        out = [spec for *_, spec in self._macro_specs() if spec is not None]
         for p in range(len(self.positions)):
             n_in = 1 if self.position_input[p] is None else len(self.widths)
             out += [spec for c in range(len(self.candidates)) for i in range(n_in) for o in range(len(self.widths))
                     if (spec := self.position_spec(p, c, i, o)) is not None]
         return out
 
-    def _lateral_specs(self, w: int) -> list[OpSpec]:
-        arch = self._arch_from_choices(None, [w] * len(STAGES))
-        return [spec for spec in self.space.ops(arch) if spec.role.startswith("neck.lateral")]
-
     def tabulate(self, value: Callable[[OpSpec | None], float]) -> Tabulated:
-        """``value(spec)`` (``value(None)`` for a skipped block) of every op, laid out by
-        the choices it depends on (see :class:`Tabulated`)."""
+        """``value(spec)`` (``value(None)`` for an absent op) of every op, laid out by the
+        choices it depends on (see :class:`Tabulated`)."""
         n_w = len(self.widths)
         positions = []
         for p in range(len(self.positions)):
@@ -233,14 +325,18 @@ class DartsSupernet(nn.Module):
             positions.append(torch.tensor([[[value(self.position_spec(p, c, i, o)) for o in range(n_w)]
                                             for i in range(n_in)] for c in range(self.alpha.shape[1])],
                                           dtype=torch.float64))
-        laterals = torch.tensor([[value(spec) for spec in self._lateral_specs(w)] for w in range(n_w)],
-                                dtype=torch.float64).T
-        const = sum(value(spec) for spec in self.fixed_specs if not spec.role.startswith("neck.lateral"))
-        return Tabulated(float(const), positions, laterals)
-
-    def at(self, tab: Tabulated, widths: Sequence[int]) -> tuple[float, torch.Tensor]:
-        """``tab`` at one width index per stage: (constant, [position, candidate])."""
-        return tab.at(widths, self.position_input, self.position_stage, self.lateral_stages)
+        shape = [len(options) for _, options in self.axes]
+        macro = torch.zeros(shape, dtype=torch.float64)
+        const = 0.0
+        for role, axes, combo, spec in self._macro_specs():
+            if not axes:
+                const += value(spec)
+                continue
+            index = [slice(None)] * len(shape)
+            for a, i in zip(axes, combo):
+                index[a] = i
+            macro[tuple(index)] += value(spec)
+        return Tabulated(const, positions, macro)
 
     def param_table(self) -> Tabulated:
         """Parameters of every op (counted on the meta device, nothing allocated; cached)."""
@@ -255,8 +351,10 @@ class DartsSupernet(nn.Module):
         self._param_table = self.tabulate(count)
         return self._param_table
 
+    # ----- probabilities and sampling -----------------------------------------------------
     def mixed_ops(self) -> list[MixedOp]:
-        return [m for m in self.net.modules() if isinstance(m, MixedOp)]
+        """The block positions' mixed ops, in position order."""
+        return [self._modules_by_role[f"{n}.b{b}"] for n, b in self.positions]
 
     def masked_logits(self, tau: float = 1.0) -> torch.Tensor:
         return (self.alpha / tau).masked_fill(self.valid == 0, float("-inf"))
@@ -264,11 +362,12 @@ class DartsSupernet(nn.Module):
     def probabilities(self) -> torch.Tensor:
         return F.softmax(self.masked_logits(), dim=-1)
 
-    def width_probabilities(self) -> torch.Tensor:
-        return F.softmax(self.width_alpha, dim=-1)
+    def axis_probabilities(self) -> torch.Tensor:
+        """[axis, option] (zero past an axis's options)."""
+        return F.softmax(self.axis_alpha.masked_fill(self.axis_valid == 0, float("-inf")), dim=-1)
 
     def set_hard(self, generator: torch.Generator, tau: float) -> None:
-        """Sample one candidate per position and one width per stage (Gumbel),
+        """Sample one candidate per position and one option per axis (Gumbel),
         straight-through weights."""
         logits = self.masked_logits(tau)
         soft = F.softmax(logits + _gumbel(logits.shape, generator), dim=-1)
@@ -277,41 +376,62 @@ class DartsSupernet(nn.Module):
             k = int(index[i])
             op.hard_index, op.weights = k, None
             op.hard_weight = 1.0 - soft[i, k].detach() + soft[i, k]
-        if self.searches_width:
-            wsoft = F.softmax(self.width_alpha / tau + _gumbel(self.width_alpha.shape, generator), dim=-1)
-            hard = F.one_hot(wsoft.argmax(-1), len(self.widths)).to(wsoft) - wsoft.detach() + wsoft
-            self._set_masks(hard)
+        axis_logits = (self.axis_alpha / tau).masked_fill(self.axis_valid == 0, float("-inf"))
+        asoft = F.softmax(axis_logits + _gumbel(axis_logits.shape, generator), dim=-1)
+        self._set_axes(F.one_hot(asoft.argmax(-1), asoft.shape[1]).to(asoft) - asoft.detach() + asoft)
 
-    def set_dense(self, weights: torch.Tensor, width_weights: torch.Tensor | None = None) -> None:
+    def set_dense(self, weights: torch.Tensor, axis_weights: torch.Tensor | None = None) -> None:
+        """Every position the weighted sum of its candidates; widths and neck channels the
+        ``axis_weights`` (default: the probabilities) over their masks; the other macro
+        choices their most probable option."""
         for i, op in enumerate(self.mixed_ops()):
             op.hard_index, op.weights = None, weights[i, : len(op.candidates)]
-        if self.searches_width:
-            self._set_masks(self.width_probabilities() if width_weights is None else width_weights)
+        self._set_axes(self.axis_probabilities() if axis_weights is None else axis_weights)
 
-    def _set_masks(self, width_weights: torch.Tensor) -> None:
-        """Each stage's output mask: the width weights over the masks of its widths."""
-        masks = []
-        for s, channels in enumerate(self.stage_channels):
-            keep = torch.stack([(torch.arange(channels[-1]) < c).float() for c in channels])  # [width, channel]
-            masks.append((width_weights[s] @ keep).view(1, -1, 1, 1))
-        for s, op in zip(self.position_stage, self.mixed_ops()):
-            op.channel_mask = masks[s]
+    def _set_axes(self, weights: torch.Tensor) -> None:
+        """Channel masks from the width and neck-channel rows of ``weights``; each macro
+        op's candidate from the largest weight of its axes, scaled by those weights."""
+        if self.searches_width:
+            for s, op in zip(self.position_stage, self.mixed_ops()):
+                op.channel_mask = self._mask(weights[s], self.stage_channels[s])
+        channels = self.axis_index["neck.channels"]
+        options = self.axes[channels][1]
+        mask = self._mask(weights[channels], options) if len(options) > 1 else None
+        chosen = weights.argmax(-1).tolist()
+        for role, rule in self.macro_ops.items():
+            op = self._modules_by_role[role]
+            op.channel_mask = mask if not role.endswith(".pred") else None
+            op.hard_index, op.weights, op.hard_weight = 0, None, torch.ones(())
+            if rule.gate is not None:
+                g = chosen[rule.gate]
+                op.hard_weight = weights[rule.gate, g]
+                if not self._present(rule.gate, rule.position, self.axes[rule.gate][1][g]):
+                    op.hard_index = len(op.candidates) - 1
+                    continue
+            if rule.kernel is not None:
+                op.hard_index = chosen[rule.kernel]
+                op.hard_weight = op.hard_weight * weights[rule.kernel, op.hard_index]
+
+    @staticmethod
+    def _mask(weights: torch.Tensor, channels: Sequence[int]) -> torch.Tensor:
+        keep = torch.stack([(torch.arange(max(channels)) < c).float() for c in channels])  # [option, channel]
+        return (weights[: len(channels)] @ keep).view(1, -1, 1, 1)
 
     def weight_parameters(self):
-        return [p for n, p in self.named_parameters() if n not in ("alpha", "width_alpha")]
+        return [p for n, p in self.named_parameters() if n not in ("alpha", "axis_alpha")]
 
     def arch_parameters(self):
-        return [self.alpha, self.width_alpha] if self.searches_width else [self.alpha]
+        return [self.alpha, self.axis_alpha]
 
-    def _arch_from_choices(self, choices: list[int] | None, widths: Sequence[int]) -> Architecture:
+    # ----- networks -----------------------------------------------------------------------
+    def _arch_from_choices(self, choices: list[int] | None, axes: Sequence[int]) -> Architecture:
         """Choices per position (None: the first candidate everywhere at full depth) and
-        one width index per stage."""
+        one option index per axis."""
         space = self.space
         sample = {k: v[0] for k, v in space.decisions().items()}
-        sample.update(self.fixed)
+        sample.update({name: options[i] for (name, options), i in zip(self.axes, axes)})
         i = 0
-        for s, st in enumerate(STAGES):
-            sample[f"{st.name}.width"] = self.widths[widths[s]]
+        for st in STAGES:
             blocks = []
             for b in range(max(st.depths)):
                 if choices is None:
@@ -325,10 +445,16 @@ class DartsSupernet(nn.Module):
                     sample[f"{st.name}.b{b}.{k}"] = v
         return space.canonicalize(Architecture(space.name, sample))
 
-    def derive(self, choices: list[int], widths: Sequence[int] | None = None) -> Architecture:
-        """The network of these choices; ``widths`` (indices into ``self.widths``, one per
-        stage) defaults to the widest."""
-        return self._arch_from_choices(choices, widths or [len(self.widths) - 1] * len(STAGES))
+    def at(self, tab: Tabulated, widths: Sequence[int]) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """``tab`` at one width index per stage: (constant, [position, candidate], the
+        macro part over the neck/head axes); a derived network's total is the constant
+        plus its block choices' entries plus its macro options' entry."""
+        return _at(self, tab, widths)
+
+    def derive(self, choices: list[int], axes: Sequence[int] | None = None) -> Architecture:
+        """The network of these block choices and axis options (indices into each axis's
+        options; default: the largest, as built)."""
+        return self._arch_from_choices(choices, list(axes) if axes is not None else self._largest())
 
 
 def _gumbel(shape, generator: torch.Generator) -> torch.Tensor:
@@ -338,8 +464,8 @@ def _gumbel(shape, generator: torch.Generator) -> torch.Tensor:
 class ExpectedLatency:
     """E[latency] under the table's linear predictor, differentiable in the probabilities.
 
-    The predictor is linear in per-op terms, and the choices (a candidate per position, a
-    width per stage) are independent under the search's distribution, so the expectation
+    The predictor is linear in per-op terms, and the choices (a candidate per position, an
+    option per axis) are independent under the search's distribution, so the expectation
     is exact: per op, its term weighted by the probabilities of the choices it depends on.
     """
 
@@ -354,33 +480,41 @@ class ExpectedLatency:
         tab = supernet.tabulate(term)
         self.tab = tab._replace(const=tab.const + scale * float(coef[-1]))
 
-    def __call__(self, probs: torch.Tensor, width_probs: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, probs: torch.Tensor, axis_probs: torch.Tensor | None = None) -> torch.Tensor:
         net = self.net
-        wp = (net.width_probabilities() if width_probs is None else width_probs).double()
+        ap = (net.axis_probabilities() if axis_probs is None else axis_probs).double()
         total = torch.tensor(self.tab.const, dtype=torch.float64)
         one = torch.ones(1, dtype=torch.float64)
+        n_w = len(net.widths)
         for p, t in enumerate(self.tab.positions):
             i = net.position_input[p]
-            total = total + torch.einsum("c,i,o,cio->", probs[p].double(), one if i is None else wp[i],
-                                         wp[net.position_stage[p]], t)
-        for k, s in enumerate(net.lateral_stages):
-            total = total + wp[s] @ self.tab.laterals[k]
-        return total.float()
+            total = total + torch.einsum("c,i,o,cio->", probs[p].double(), one if i is None else ap[i, :n_w],
+                                         ap[net.position_stage[p], :n_w], t)
+        macro = self.tab.macro
+        for a in reversed(range(macro.dim())):  # contract the last axis with its probabilities
+            macro = macro @ ap[a, : macro.shape[-1]]
+        return (total + macro).float()
 
-    def at(self, widths: Sequence[int]) -> tuple[float, torch.Tensor]:
-        """(constant ms, [position, candidate] ms) at one width index per stage: a derived
-        network's table latency is the constant plus its choices' entries."""
-        return self.net.at(self.tab, widths)
+    def at(self, axes_widths: Sequence[int]) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """At one width index per stage: (constant ms, [position, candidate] ms, the
+        macro ms over the remaining axes): a derived network's table latency is the
+        constant plus its choices' entries."""
+        return self.net.at(self.tab, axes_widths)
 
     def range_ms(self, valid: torch.Tensor | None = None) -> tuple[float, float]:
         """Table latency of the cheapest and of the dearest network."""
         valid = self.net.valid if valid is None else valid
         lo, hi = math.inf, -math.inf
         for widths in itertools.product(range(len(self.net.widths)), repeat=len(STAGES)):
-            const, ms = self.at(widths)
-            lo = min(lo, const + float(ms.masked_fill(valid == 0, math.inf).min(-1).values.sum()))
-            hi = max(hi, const + float(ms.masked_fill(valid == 0, -math.inf).max(-1).values.sum()))
+            const, ms, macro = self.at(widths)
+            lo = min(lo, const + float(ms.masked_fill(valid == 0, math.inf).min(-1).values.sum()) + float(macro.min()))
+            hi = max(hi, const + float(ms.masked_fill(valid == 0, -math.inf).max(-1).values.sum()) + float(macro.max()))
         return lo, hi
+
+
+def _at(net: DartsSupernet, tab: Tabulated, widths: Sequence[int]) -> tuple[float, torch.Tensor, torch.Tensor]:
+    rows = [t[:, 0 if i is None else widths[i], widths[s]] for t, i, s in zip(tab.positions, net.position_input, net.position_stage)]
+    return tab.const, torch.stack(rows), tab.macro[tuple(widths)]
 
 
 # The target must be at least this multiple of a width's cheapest network, so that the
@@ -414,8 +548,9 @@ class DartsStrategy(Strategy):
     Options: ``steps`` (total optimisation steps), ``batch_size``, ``w_lr``/``a_lr``
     (weights/AdamW, alpha/Adam), ``tau`` start/end (Gumbel temperature, annealed
     exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
-    ``width`` (a width, a list of widths or ``search`` (all the space's) to search per stage,
-    or ``auto``) and ``fixed`` (the neck and head), ``data`` (DataConfig fields),
+    ``width`` (``search``: the space's widths, searched per stage (default); a list of
+    widths to search among; one width; or ``auto``), ``fixed`` (neck/head decisions held
+    at a value, e.g. ``{"neck.pan": true}``; the rest are searched), ``data`` (DataConfig fields),
     ``table`` (latency table path; default the committed one at ``threads``),
     ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
     (block kinds searched; default all of the space's), ``measure_rounds`` (derivations
@@ -427,7 +562,7 @@ class DartsStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *, steps: int = 300,
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
-                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str = 0.75, fixed: Mapping | None = None,
+                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = "search", fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
                  measure_rounds: int = 4, params_weight: float = 2.0, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
@@ -442,7 +577,12 @@ class DartsStrategy(Strategy):
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
             raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
                              f"a list of them, 'auto' or 'search'")
-        self.fixed = {**DEFAULT_FIXED, **(fixed or {})}
+        self.fixed = dict(fixed or {})
+        decisions = space.decisions()
+        for name, value in self.fixed.items():
+            if name not in MACRO or value not in decisions[name]:
+                raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
+                                 f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
         self.kinds = tuple(kinds or space.block_kinds)
         unknown = [k for k in self.kinds if k not in space.block_kinds]
         if unknown:
@@ -544,11 +684,11 @@ class DartsStrategy(Strategy):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 10.0)
             w_opt.step()
-            lat = float(expected(net.probabilities().detach(), net.width_probabilities().detach()))
+            lat = float(expected(net.probabilities().detach(), net.axis_probabilities().detach()))
             if step >= warmup:  # architecture step on the held-out half
                 net.set_hard(gen, tau)
                 images, targets = _batch(train_data, rng.choice(a_idx, o["batch_size"], replace=False), cfg, rng)
-                e_lat = expected(net.probabilities(), net.width_probabilities())
+                e_lat = expected(net.probabilities(), net.axis_probabilities())
                 a_loss = supervised_loss(net.net, images, targets)["loss"] + state["lam"] * torch.log(e_lat / target) ** 2
                 a_opt.zero_grad(set_to_none=True)
                 w_opt.zero_grad(set_to_none=True)
@@ -567,7 +707,7 @@ class DartsStrategy(Strategy):
         arch, measured = self.derive_measured(net, table, target)
         predicted = table.predict(arch)
         report = {"target_ms": target, "width": width, "width_ranges_ms": ranges, "derived_table_ms": predicted,
-                  "expected_ms": float(expected(net.probabilities(), net.width_probabilities())), "off_target": predicted / target - 1,
+                  "expected_ms": float(expected(net.probabilities(), net.axis_probabilities())), "off_target": predicted / target - 1,
                   "measurements": measured, "lam": state["lam"], "steps": state["step"],
                   "seconds": time.monotonic() - t0}
         if measured:
@@ -601,28 +741,58 @@ class DartsStrategy(Strategy):
         return arch, [{k: v for k, v in t.items() if k != "arch"} for t in tried]
 
     def derive_choices(self, net: DartsSupernet, table, target: float) -> tuple[list[int], list[int]]:
-        """The choices (a candidate per position, a width index per stage) that maximise
+        """The choices (a candidate per position, an option index per axis) that maximise
         the value (sum of log-probabilities + ``params_weight`` * log parameters) at the
         target's table latency.
 
         Only candidates and widths at least a tenth as likely as their position's (stage's)
-        best are allowed. Each allowed width per stage is tried; for one, the blocks are a
-        multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target
-        (else the closest) of highest value wins."""
-        probs, wprobs = net.probabilities().detach().double(), net.width_probabilities().detach().double()
+        best are allowed; the neck and head take their most probable options. Each allowed
+        combination of stage widths is tried; for one, the blocks and the neck/head (one
+        more position, whose candidates are the allowed macro combinations) are a
+        multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target (else the closest) of
+        highest value wins."""
+        probs, aprobs = net.probabilities().detach().double(), net.axis_probabilities().detach().double()
         allowed = probs >= 0.1 * probs.max(-1, keepdim=True).values
-        w_allowed = wprobs >= 0.1 * wprobs.max(-1, keepdim=True).values
-        log_probs, log_wprobs = torch.log(probs.clamp_min(1e-12)), torch.log(wprobs.clamp_min(1e-12))
+        a_allowed = (aprobs >= 0.1 * aprobs.max(-1, keepdim=True).values) & (net.axis_valid > 0)
+        # The neck and head take their most probable options. Traded against the latency
+        # with the parameter term, a nearly flat distribution gave every target a
+        # one-level 48-channel head (its latency buys more backbone parameters), where
+        # evolution's winners mostly have deep 96-channel ones.
+        for a in range(len(STAGES), len(net.axes)):
+            a_allowed[a] = aprobs[a] == aprobs[a].max()
+        log_probs, log_aprobs = torch.log(probs.clamp_min(1e-12)), torch.log(aprobs.clamp_min(1e-12))
         latency, params = ExpectedLatency(net, table), net.param_table()
+        n_stage, n_pos = len(STAGES), len(net.positions)
+        macro_axes = range(n_stage, len(net.axes))
+        sizes = [len(net.axes[a][1]) for a in macro_axes]
+        # The macro position: log-probability and allowance of every macro combination.
+        macro_lp = torch.zeros(sizes, dtype=torch.float64)
+        macro_ok = torch.ones(sizes, dtype=torch.bool)
+        for k, a in enumerate(macro_axes):
+            view = [1] * len(sizes)
+            view[k] = sizes[k]
+            macro_lp = macro_lp + log_aprobs[a, : sizes[k]].view(view)
+            macro_ok = macro_ok & a_allowed[a, : sizes[k]].view(view)
+        n_cols = max(probs.shape[1], macro_lp.numel())
+
+        def stacked(blocks, macro, fill):  # the block rows and the macro row, padded to one width
+            out = torch.full((n_pos + 1, n_cols), fill, dtype=blocks.dtype)
+            out[:n_pos, : blocks.shape[1]] = blocks
+            out[n_pos, : macro.numel()] = macro.flatten()
+            return out
+
+        lp_all, ok_all = stacked(log_probs, macro_lp, -1e9), stacked(allowed, macro_ok, False)
         best = None
-        for widths in itertools.product(*[w_allowed[s].nonzero().flatten().tolist() for s in range(len(STAGES))]):
-            base_ms, ms = latency.at(widths)
-            base_params, cand_params = net.at(params, widths)
-            choices, ms_total, value = self._knapsack(log_probs, allowed, ms, base_ms, cand_params, base_params, target)
-            value += float(sum(log_wprobs[s, w] for s, w in enumerate(widths)))
+        for widths in itertools.product(*[a_allowed[s].nonzero().flatten().tolist() for s in range(n_stage)]):
+            const_ms, ms, macro_ms = latency.at(widths)
+            const_params, cand_params, macro_params = net.at(params, widths)
+            choices, ms_total, value = self._knapsack(lp_all, ok_all, stacked(ms, macro_ms, 0.0), const_ms,
+                                                      stacked(cand_params, macro_params, 0.0), const_params, target)
+            value += float(sum(log_aprobs[s, w] for s, w in enumerate(widths)))
             key = (max(0.0, abs(ms_total / target - 1) - 0.03), -value)
             if best is None or key < best[0]:
-                best = (key, choices, list(widths))
+                macro = [int(i) for i in np.unravel_index(choices[-1], sizes)]
+                best = (key, choices[:-1], list(widths) + macro)
         return best[1], best[2]
 
     def _knapsack(self, log_probs, allowed, ms, base_ms, params, base_params, target):
