@@ -261,6 +261,8 @@ def test_auto_width_is_the_widest_with_headroom_under_the_target():
     assert choose_width(space, table, 0.01, DEFAULT_FIXED, KINDS)[0] == float(narrowest)  # nothing fits
     with pytest.raises(Exception, match="width"):
         DartsStrategy(space, Objective(mode="soft", target_ms=1.0), width=0.6)
+    with pytest.raises(Exception, match="fixed.*neck.depth=7"):
+        DartsStrategy(space, Objective(mode="soft", target_ms=1.0), fixed={"neck.depth": 7})
 
 
 @pytest.mark.ray
