@@ -12,6 +12,7 @@ from latency_tables.table import TableData
 from nas.objectives import Objective
 from nas.strategies.darts import DEFAULT_FIXED, DartsStrategy, DartsSupernet, ExpectedLatency, MixedOp
 from search_spaces import get_space
+from search_spaces.errors import InputError
 from search_spaces.cpu_detector import STAGES
 
 KINDS = ("dsconv",)
@@ -150,6 +151,24 @@ def test_masks_keep_the_chosen_channels(space):
     assert net.axis_alpha.grad[net.axis_index["neck.channels"]].abs().sum() > 0
 
 
+def test_narrow_split_shuffle_uses_every_live_channel():
+    """At a sampled width below the built one, a shape-keeping shuffle unit splits the
+    live channels (every live input channel reaches the live output, zeros beyond)."""
+    from search_spaces.ops import ShuffleUnit
+
+    torch.manual_seed(0)
+    op = MixedOp([ShuffleUnit(32, 32, 1, 3, False, "relu")]).eval()
+    op.hard_index, op.hard_weight, op.live = 0, torch.tensor(1.0), 16
+    x = torch.zeros(1, 32, 8, 8)
+    x[:, :16] = torch.randn(1, 16, 8, 8)
+    base = op(x)
+    assert float(base[:, 16:].abs().max()) == 0.0
+    for c in range(16):
+        bumped = x.clone()
+        bumped[:, c] += 1.0
+        assert float((op(bumped)[:, :16] - base[:, :16]).abs().max()) > 0, f"live input channel {c} is ignored"
+
+
 def test_latency_term_alone_moves_widths_and_neck_cheaper(space, table_path):
     table = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, WIDTHS, {}, KINDS)
@@ -157,7 +176,7 @@ def test_latency_term_alone_moves_widths_and_neck_cheaper(space, table_path):
     start = float(expected(net.probabilities()))
     opt = torch.optim.Adam([net.axis_alpha], lr=0.1)
     for _ in range(30):
-        loss = torch.log(expected(net.probabilities()) / (0.5 * start)) ** 2
+        loss = torch.log(expected(net.probabilities()) / (0.1 * start)) ** 2  # below the cheapest: always pushes down
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -213,7 +232,7 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
     probe = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
     target = round(float(ExpectedLatency(net, probe)(net.probabilities())) * 0.9, 4)
-    options = {"steps": 6, "batch_size": 4, "width": list(WIDTHS), "kinds": list(KINDS), "table": str(table_path),
+    options = {"steps": 6, "batch_size": 4, "width": list(WIDTHS), "fixed": {}, "kinds": list(KINDS), "table": str(table_path),
                "checkpoint_every": 2, "data": {"n_train": 16, "n_val": 8}}
     cfg = config_from_dict({
         "space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
@@ -244,6 +263,11 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
     measured = state["report"]["measurements"]
     assert measured and state["report"]["measured_ms"] == min((m["measured_ms"] for m in measured),
                                                               key=lambda ms: abs(ms / target - 1))
+    # A checkpoint is not resumed under other held decisions (their options would shift).
+    other = DartsStrategy(space, Objective(mode="soft", target_ms=target), seed=0,
+                          **{**options, "fixed": {"neck.pan": True}, "checkpoint_path": str(tmp_path / "run" / "darts.pt")})
+    with pytest.raises(InputError, match="fixed"):
+        other.search()
 
 
 def test_auto_width_is_the_widest_with_headroom_under_the_target():

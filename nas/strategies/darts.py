@@ -50,8 +50,15 @@ likely per-stage width combination and takes the neck and head at their most pro
 options. Why: in session 6, with one width for all stages and a fixed neck and head
 (FBNet's fixed macro-architecture), DARTS's networks at the lowest target were width 1.0
 everywhere with the cheapest blocks, where evolution's used widths 0.5-0.75 in most
-stages, deeper heads and other necks, and scored clearly better. ``width`` a single
-value, or a decision in ``fixed``, holds that choice; ``width: auto`` takes the widest
+stages, deeper heads and other necks, and scored clearly better.
+
+The neck and head are held at ``DEFAULT_FIXED`` by default (``fixed``; ``{}`` searches
+them): searched, they collapsed onto the cheapest options (one 300-step search at the
+2.89 ms target, Intel Xeon: neck depth 0 at p = 0.93, PAN off at 0.94, head kernel 3 at
+0.95, head depth 1 at 0.53), because the latency term's gradient on these decisions,
+each of which moves many ops at once, outweighs the detection loss's noisy
+straight-through gradient; that network scored mAP@.5 0.023 where the same search with
+the neck and head held scored 0.058 (both runs before shuffle units split the live channels). ``width`` a single value holds the width; ``width: auto`` takes the widest
 width whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`).
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
@@ -76,7 +83,7 @@ from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import FEATURE_STAGES, STAGES, CpuDetector
 from search_spaces.errors import InputError
 from search_spaces.files import atomic_write
-from search_spaces.ops import BLOCK_PARAMS, make_divisible, make_op
+from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_divisible, make_op
 
 from ..objectives import Objective
 from .base import Result, Strategy, register_strategy
@@ -85,8 +92,7 @@ SKIP = "skip"
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
 MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
-# The macro-architecture the searches used before the neck and head were searched; the
-# ``fixed`` option holds any of these decisions at a value.
+# The neck and head DARTS holds by default (the ``fixed`` option; see the module docstring).
 DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
 
 
@@ -143,13 +149,30 @@ class MixedOp(nn.Module):
         self.hard_index: int | None = None
         self.hard_weight: torch.Tensor | None = None
         self.channel_mask: torch.Tensor | None = None
+        self.live: int | None = None  # the sampled width's channels (hard mode, widths searched)
 
     def forward(self, *x):
         if self.hard_index is not None:
-            out = self.candidates[self.hard_index](*x) * self.hard_weight
+            op = self.candidates[self.hard_index]
+            if self.live is not None and isinstance(op, ShuffleUnit) and op.split and self.live < x[0].shape[1]:
+                out = _narrow_split_shuffle(op, x[0], self.live) * self.hard_weight
+            else:
+                out = op(*x) * self.hard_weight
         else:
             out = sum(w * op(*x) for w, op in zip(self.weights, self.candidates))
         return out if self.channel_mask is None else out * self.channel_mask
+
+
+def _narrow_split_shuffle(unit: ShuffleUnit, x: torch.Tensor, live: int) -> torch.Tensor:
+    """A shape-keeping shuffle unit built wide, run as the unit of ``live`` channels: split
+    the live channels in halves, the branch on the second half (zero-padded to the wide
+    branch's input), shuffle the live channels, zeros beyond. The wide unit as is would
+    split at the wide half: its live output would hold only the first quarter of a
+    half-width input, and the branch would see zeros."""
+    half = live // 2
+    branch_in = F.pad(x[:, half:live], (0, 0, 0, 0, 0, x.shape[1] // 2 - half))
+    out = channel_shuffle(torch.cat([x[:, :half], unit.branch(branch_in)[:, :half]], 1), 2)
+    return F.pad(out, (0, 0, 0, 0, 0, x.shape[1] - live))
 
 
 class Tabulated(NamedTuple):
@@ -179,8 +202,13 @@ class DartsSupernet(nn.Module):
     ``fixed``). The network is built at the largest option of each axis. Widths and neck
     channels are searched by channel masking (FBNetV2): a stage's or the neck's sampled
     width keeps its leading channels (the mask is applied after every block, lateral,
-    merge and tower op, so the next op sees zeros beyond it). Approximate in one respect:
-    a block's hidden channels stay those of the widest version. Depths are searched by
+    merge and tower op, so the next op sees zeros beyond it). A shape-keeping shuffle unit
+    splits the sampled width's channels, as the narrow unit does. Approximate where a
+    narrow op is not a slice of the wide one: a block's hidden channels stay those of the
+    widest version; a ghost module's output is [primary, cheap] at the wide width, so a
+    narrow stage keeps mostly primary channels; and ``s4.b0`` (stride 1) is built 64->96
+    without the residual or split it has when both widths give 48 channels (s3 at 0.75,
+    s4 at 0.5). Depths are searched by
     skippable ops and kernels by one module per kernel, chosen together for all levels.
     The latency and parameter counts the search uses are exact, from the table and the
     ops each choice really produces.
@@ -224,11 +252,12 @@ class DartsSupernet(nn.Module):
         self.stage_channels = [[make_divisible(st.base_width * w) for w in self.widths] for st in STAGES]
         self.alpha = nn.Parameter(torch.zeros(len(self.positions), len(self.candidates) + 1))
         self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if b >= min(STAGES[s].depths) else 0.0]
-                                                    for s, (_, b) in zip(self.position_stage, self.positions)]))
+                                                    for s, (_, b) in zip(self.position_stage, self.positions)]),
+                             persistent=False)  # derived from the options, not state: never restored from a checkpoint
         n_opt = max(len(options) for _, options in self.axes)
         self.axis_alpha = nn.Parameter(torch.zeros(len(self.axes), n_opt))
         self.register_buffer("axis_valid", torch.tensor([[1.0 if i < len(o) else 0.0 for i in range(n_opt)]
-                                                         for _, o in self.axes]))
+                                                         for _, o in self.axes]), persistent=False)
 
     # ----- construction -------------------------------------------------------------------
     def _largest(self) -> list[int]:
@@ -378,7 +407,7 @@ class DartsSupernet(nn.Module):
             op.hard_weight = 1.0 - soft[i, k].detach() + soft[i, k]
         axis_logits = (self.axis_alpha / tau).masked_fill(self.axis_valid == 0, float("-inf"))
         asoft = F.softmax(axis_logits + _gumbel(axis_logits.shape, generator), dim=-1)
-        self._set_axes(F.one_hot(asoft.argmax(-1), asoft.shape[1]).to(asoft) - asoft.detach() + asoft)
+        self._set_axes(F.one_hot(asoft.argmax(-1), asoft.shape[1]).to(asoft) - asoft.detach() + asoft, hard=True)
 
     def set_dense(self, weights: torch.Tensor, axis_weights: torch.Tensor | None = None) -> None:
         """Every position the weighted sum of its candidates; widths and neck channels the
@@ -386,18 +415,22 @@ class DartsSupernet(nn.Module):
         choices their most probable option."""
         for i, op in enumerate(self.mixed_ops()):
             op.hard_index, op.weights = None, weights[i, : len(op.candidates)]
-        self._set_axes(self.axis_probabilities() if axis_weights is None else axis_weights)
+        self._set_axes(self.axis_probabilities() if axis_weights is None else axis_weights, hard=False)
 
-    def _set_axes(self, weights: torch.Tensor) -> None:
+    def _set_axes(self, weights: torch.Tensor, hard: bool) -> None:
         """Channel masks from the width and neck-channel rows of ``weights``; each macro
-        op's candidate from the largest weight of its axes, scaled by those weights."""
+        op's candidate from the largest weight of its axes, scaled by those weights when
+        ``hard`` (straight-through one-hot weights), unscaled otherwise."""
+        chosen = weights.argmax(-1).tolist()
         if self.searches_width:
             for s, op in zip(self.position_stage, self.mixed_ops()):
                 op.channel_mask = self._mask(weights[s], self.stage_channels[s])
+                op.live = self.stage_channels[s][chosen[s]] if hard else None
         channels = self.axis_index["neck.channels"]
         options = self.axes[channels][1]
         mask = self._mask(weights[channels], options) if len(options) > 1 else None
-        chosen = weights.argmax(-1).tolist()
+        if not hard:
+            weights = torch.ones_like(weights)
         for role, rule in self.macro_ops.items():
             op = self._modules_by_role[role]
             op.channel_mask = mask if not role.endswith(".pred") else None
@@ -550,7 +583,8 @@ class DartsStrategy(Strategy):
     exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
     ``width`` (``search``: the space's widths, searched per stage (default); a list of
     widths to search among; one width; or ``auto``), ``fixed`` (neck/head decisions held
-    at a value, e.g. ``{"neck.pan": true}``; the rest are searched), ``data`` (DataConfig fields),
+    at a value; the rest are searched; default ``DEFAULT_FIXED``, all held; ``{}``
+    searches them all), ``data`` (DataConfig fields),
     ``table`` (latency table path; default the committed one at ``threads``),
     ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
     (block kinds searched; default all of the space's), ``measure_rounds`` (derivations
@@ -577,7 +611,7 @@ class DartsStrategy(Strategy):
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
             raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
                              f"a list of them, 'auto' or 'search'")
-        self.fixed = dict(fixed or {})
+        self.fixed = dict(DEFAULT_FIXED if fixed is None else fixed)
         decisions = space.decisions()
         for name, value in self.fixed.items():
             if name not in MACRO or value not in decisions[name]:
@@ -645,6 +679,9 @@ class DartsStrategy(Strategy):
             if ck and as_widths(ck["state"].get("width", width)) != as_widths(width):
                 raise InputError(f"{self.checkpoint_path} was trained at width {ck['state']['width']}, the config asks "
                                  f"for {width}; set darts option width to {ck['state']['width']} or start a new run")
+        if ck and ck["state"].get("fixed", self.fixed) != self.fixed:
+            raise InputError(f"{self.checkpoint_path} was trained with darts option fixed {ck['state']['fixed']}, the "
+                             f"config asks for {self.fixed}; set fixed to {ck['state']['fixed']} or start a new run")
         net = DartsSupernet(self.space, width, self.fixed, self.kinds)
         expected = ExpectedLatency(net, table)
         train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
@@ -654,7 +691,7 @@ class DartsStrategy(Strategy):
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=o["a_lr"], betas=(0.5, 0.999))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        state = {"step": 0, "lam": o["lam"], "history": [], "width": width}
+        state = {"step": 0, "lam": o["lam"], "history": [], "width": width, "fixed": self.fixed}
         if ck:
             try:
                 net.load_state_dict(ck["net"])
@@ -665,7 +702,7 @@ class DartsStrategy(Strategy):
             a_opt.load_state_dict(ck["a_opt"])
             gen.set_state(ck["gen"])
             rng.bit_generator.state = ck["rng"]
-            state = {**ck["state"], "width": width}
+            state = {**ck["state"], "width": width, "fixed": self.fixed}
         cfg = TrainConfig(batch_size=o["batch_size"], seed=self.seed)
         warmup = int(o["warmup_fraction"] * o["steps"])
         tau0, tau1 = o["tau"]
