@@ -70,8 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--percentiles", default="10,50,90", help="targets: these percentiles of the table latency")
     p.add_argument("--n-sample", type=int, default=2000, help="random architectures behind the percentiles")
     p.add_argument("--darts-steps", type=int, default=300)
-    p.add_argument("--darts-width", default="search",
-                   help="DARTS's width option: search (one per stage, default), auto, or one width")
+    p.add_argument("--darts-width", default="auto",
+                   help="DARTS's width option: auto (default), search (one per stage), or one width")
     p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=256)

@@ -41,9 +41,9 @@ The table is a few percent off on single networks (3.5% on average at 1 thread, 
 if it misses the target by more than 5% the derivation is repeated against a table
 target corrected by the measured/table ratio of that network; the closest is kept.
 
-Widths, neck and head (:class:`DartsSupernet`): besides the blocks, the search covers
-one width per stage and the neck/head decisions (channels, depth, kernel, PAN, head depth
-and kernel), FBNetV2 style: the network is built at the largest option of each, a
+Widths, neck and head (:class:`DartsSupernet`): besides the blocks, the search can
+cover one width per stage and the neck/head decisions (channels, depth, kernel, PAN, head
+depth and kernel), FBNetV2 style: the network is built at the largest option of each, a
 sampled width or channel count masks the channels beyond it, a sampled depth skips the
 ops past it. The expectation above covers these choices too. The derivation tries each
 likely per-stage width combination and takes the neck and head at their most probable
@@ -58,7 +58,14 @@ them): searched, they collapsed onto the cheapest options (one 300-step search a
 0.95, head depth 1 at 0.53), because the latency term's gradient on these decisions,
 each of which moves many ops at once, outweighs the detection loss's noisy
 straight-through gradient; that network scored mAP@.5 0.023 where the same search with
-the neck and head held scored 0.058 (both runs before shuffle units split the live channels). ``width`` a single value holds the width; ``width: auto`` takes the widest
+the neck and head held scored 0.058 (both runs before shuffle units split the live channels).
+
+Searched widths did not beat one width either (session 8's benchmark: mAP@.5 0.031 /
+0.032 / 0.067 at the three targets against session 6's 0.027 / 0.054 / 0.063 with
+``width: auto``),
+because the width distribution collapses the same way, less completely (2.89 ms: s5 at
+width 0.5 with p = 0.95, s4 at 0.67), so they are an option, not the default. ``width`` a
+single value holds the width; ``width: auto`` takes the widest
 width whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`).
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
@@ -581,8 +588,8 @@ class DartsStrategy(Strategy):
     Options: ``steps`` (total optimisation steps), ``batch_size``, ``w_lr``/``a_lr``
     (weights/AdamW, alpha/Adam), ``tau`` start/end (Gumbel temperature, annealed
     exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
-    ``width`` (``search``: the space's widths, searched per stage (default); a list of
-    widths to search among; one width; or ``auto``), ``fixed`` (neck/head decisions held
+    ``width`` (one width for every stage (default 0.75); ``auto``; ``search``: the
+    space's widths, searched per stage; or a list of widths to search among), ``fixed`` (neck/head decisions held
     at a value; the rest are searched; default ``DEFAULT_FIXED``, all held; ``{}``
     searches them all), ``data`` (DataConfig fields),
     ``table`` (latency table path; default the committed one at ``threads``),
@@ -596,7 +603,7 @@ class DartsStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *, steps: int = 300,
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
-                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = "search", fixed: Mapping | None = None,
+                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
                  measure_rounds: int = 4, params_weight: float = 2.0, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
