@@ -196,7 +196,7 @@ def test_derivation_searches_widths_at_the_target(space, table_path):
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=lo), kinds=KINDS, width=list(WIDTHS), progress=False)
     for target in (lo + 0.3 * (hi - lo), lo + 0.6 * (hi - lo)):
         choices, axes = strategy.derive_choices(net, table, target)
-        assert len(axes) == len(net.axes) and set(axes[: len(STAGES)]) <= {0, 1}
+        assert len(axes) == len(net.axes)
         probs = net.axis_probabilities()
         assert all(probs[a, i] == probs[a].max() for a, i in enumerate(axes) if a >= len(STAGES))
         assert table.predict(net.derive(choices, axes)) == pytest.approx(target, rel=0.05)

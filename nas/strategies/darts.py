@@ -95,7 +95,6 @@ from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_d
 from ..objectives import Objective
 from .base import Result, Strategy, register_strategy
 
-SKIP = "skip"
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
 MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
@@ -489,7 +488,9 @@ class DartsSupernet(nn.Module):
         """``tab`` at one width index per stage: (constant, [position, candidate], the
         macro part over the neck/head axes); a derived network's total is the constant
         plus its block choices' entries plus its macro options' entry."""
-        return _at(self, tab, widths)
+        rows = [t[:, 0 if i is None else widths[i], widths[s]]
+                for t, i, s in zip(tab.positions, self.position_input, self.position_stage)]
+        return tab.const, torch.stack(rows), tab.macro[tuple(widths)]
 
     def derive(self, choices: list[int], axes: Sequence[int] | None = None) -> Architecture:
         """The network of these block choices and axis options (indices into each axis's
@@ -550,11 +551,6 @@ class ExpectedLatency:
             lo = min(lo, const + float(ms.masked_fill(valid == 0, math.inf).min(-1).values.sum()) + float(macro.min()))
             hi = max(hi, const + float(ms.masked_fill(valid == 0, -math.inf).max(-1).values.sum()) + float(macro.max()))
         return lo, hi
-
-
-def _at(net: DartsSupernet, tab: Tabulated, widths: Sequence[int]) -> tuple[float, torch.Tensor, torch.Tensor]:
-    rows = [t[:, 0 if i is None else widths[i], widths[s]] for t, i, s in zip(tab.positions, net.position_input, net.position_stage)]
-    return tab.const, torch.stack(rows), tab.macro[tuple(widths)]
 
 
 # The target must be at least this multiple of a width's cheapest network, so that the
