@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--darts-steps", type=int, default=300)
     p.add_argument("--darts-width", default="auto",
                    help="DARTS's width option: auto (default), search (one per stage), or one width")
+    p.add_argument("--darts-candidates", type=int, default=1,
+                   help="networks DARTS proposes (darts option candidates); the engine keeps the best, and "
+                        "their training counts in the wall-clock evolution then gets")
     p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=256)
@@ -166,8 +169,9 @@ def main(argv=None) -> int:
 
     darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size,
                                           "width": _width_option(args.darts_width),
+                                          "candidates": args.darts_candidates,
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
-    darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": 1}) for t in targets]
+    darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)
     failed = [f"{r['variant']}: {r['status']}" for r in darts_rows if r.get("status") != "done"]
     if failed:  # evolution's budgets are DARTS's wall-clock: without them there is nothing to compare

@@ -70,8 +70,14 @@ width whose cheapest network (table) is at most 2/3 of the target (:func:`choose
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
-derived architecture; later asks return None. The engine then evaluates it with the
-configured evaluators like any other candidate.
+derived architecture, then the ``candidates - 1`` networks sampled from the trained
+distribution under the target (:meth:`DartsStrategy.sample_candidates`); later asks
+return None. The engine evaluates each with the configured evaluators like any other
+candidate and keeps the best. Why sample: the derivation alone trusts a distribution that
+is nearly flat after a few hundred steps, and a short training that picks among a few
+networks is how the DARTS paper chooses among its searches' cells. It costs one
+``train_proxy`` per candidate, and it selects on a noisy score (one network's 150-step
+mAP@.5 spans 0.078-0.098 over three seeds in BENCHMARKS.md), so it is off by default.
 """
 from __future__ import annotations
 
@@ -592,7 +598,11 @@ class DartsStrategy(Strategy):
     ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
     (block kinds searched; default all of the space's), ``measure_rounds`` (derivations
     corrected by onnxruntime measurement; 0 trusts the table alone), ``params_weight`` (weight of
-    log parameters against log-probabilities in the derivation; 0: probabilities alone).
+    log parameters against log-probabilities in the derivation; 0: probabilities alone),
+    ``candidates`` (networks proposed: the derived one, then ones derived from the
+    distribution perturbed by Gumbel noise, i.e. sampled from it under the target; the
+    engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
+    cells by a short training; the config's ``budget`` must allow them).
     """
 
     gradient_based = True  # not part of the sampler conformance loop: it trains a supernet
@@ -601,14 +611,16 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, checkpoint_path: str | None = None,
+                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
         if objective.target_ms is None:
             raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
-                            measure_rounds=measure_rounds, params_weight=float(params_weight))
+                            measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates)
+        if not isinstance(candidates, int) or candidates < 1:
+            raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
         widths = space.decisions()[f"{STAGES[0].name}.width"]
         chosen = list(width) if isinstance(width, (list, tuple)) else [width]
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
@@ -634,8 +646,8 @@ class DartsStrategy(Strategy):
     # ----- the strategy interface ---------------------------------------------------------
     def ask(self) -> Architecture | None:
         if not self.derived:
-            arch, report = self.search()
-            self.derived, self.report = [arch.to_dict()], report
+            archs, report = self.search()
+            self.derived, self.report = [a.to_dict() for a in archs], report
         if self.asked >= len(self.derived):
             return None
         self.asked += 1
@@ -659,8 +671,9 @@ class DartsStrategy(Strategy):
             return LatencyTable.load(self.table_path, self.space, self.options["threads"])
         return LatencyTable.default(self.space, self.options["threads"])
 
-    def search(self) -> tuple[Architecture, dict]:
-        """Train the supernet (resuming from the checkpoint if any); derive; report."""
+    def search(self) -> tuple[list[Architecture], dict]:
+        """Train the supernet (resuming from the checkpoint if any); derive the
+        ``candidates`` networks (the derived one first); report."""
         from evaluators.data import DataConfig
         from evaluators.trainer import _batch, TrainConfig, supervised_loss
         from latency_tables.progress import progress_bar
@@ -734,7 +747,7 @@ class DartsStrategy(Strategy):
                 w_opt.zero_grad(set_to_none=True)
                 a_loss.backward()
                 a_opt.step()
-                lat = float(e_lat)
+                lat = float(e_lat.detach())
                 # Raise lam while the expectation is off target, relax it once it is close.
                 state["lam"] = state["lam"] * (1.05 if abs(lat / target - 1) > 0.05 else 0.98)
             state["step"] = step + 1
@@ -745,26 +758,52 @@ class DartsStrategy(Strategy):
                 self._save(net, w_opt, a_opt, gen, rng, state)
         bar.close()
         arch, measured = self.derive_measured(net, table, target)
+        archs, candidates = self.sample_candidates(net, table, target, arch)
         predicted = table.predict(arch)
         report = {"target_ms": target, "width": width, "width_ranges_ms": ranges, "derived_table_ms": predicted,
-                  "expected_ms": float(expected(net.probabilities(), net.axis_probabilities())), "off_target": predicted / target - 1,
+                  "expected_ms": float(expected(net.probabilities(), net.axis_probabilities()).detach()), "off_target": predicted / target - 1,
                   "measurements": measured, "lam": state["lam"], "steps": state["step"],
                   "seconds": time.monotonic() - t0}
         if measured:
             best = min(measured, key=lambda m: abs(m["measured_ms"] / target - 1))
             report.update(measured_ms=best["measured_ms"], measured_off_target=best["measured_ms"] / target - 1)
-        return arch, report
+        if candidates:
+            report["candidates"] = candidates
+        return archs, report
 
-    def derive_measured(self, net: DartsSupernet, table, target: float) -> tuple[Architecture, list[dict]]:
+    def sample_candidates(self, net: DartsSupernet, table, target: float, first: Architecture
+                          ) -> tuple[list[Architecture], list[dict]]:
+        """``first`` and up to ``candidates - 1`` more distinct networks, each derived from
+        the distribution perturbed by fresh Gumbel noise (seeded by the search's seed, so a
+        resumed search proposes the same ones). Gives up after 4 draws per network wanted
+        (a peaked distribution has few networks to offer). Returns the networks and, for
+        the added ones, their table and measured latencies."""
+        archs, report = [first], []
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        shapes = (net.alpha.shape, net.axis_alpha.shape)
+        for _ in range(4 * (self.options["candidates"] - 1)):
+            if len(archs) >= self.options["candidates"]:
+                break
+            arch, measured = self.derive_measured(net, table, target, tuple(_gumbel(s, gen) for s in shapes))
+            if any(arch.to_dict() == a.to_dict() for a in archs):
+                continue
+            archs.append(arch)
+            closest = min(measured, key=lambda m: abs(m["measured_ms"] / target - 1), default={})
+            report.append({"table_ms": table.predict(arch), "measured_ms": closest.get("measured_ms")})
+        return archs, report
+
+    def derive_measured(self, net: DartsSupernet, table, target: float,
+                        noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Architecture, list[dict]]:
         """Derive against the table; then, up to ``measure_rounds`` times, time the derived
         network under onnxruntime and, while it misses the target by more than 5%,
         re-derive against the target divided by the measured/table ratio (geometric mean
         over the networks timed so far, which damps timing noise and the per-network
-        error of the table). Returns the network measured closest to the target."""
+        error of the table). Returns the network measured closest to the target.
+        ``noise`` perturbs the log-probabilities (see :meth:`derive_choices`)."""
         from latency_tables.profiler import measure_model
 
         table_target, tried = target, []
-        arch = net.derive(*self.derive_choices(net, table, table_target))
+        arch = net.derive(*self.derive_choices(net, table, table_target, noise))
         for _ in range(self.options["measure_rounds"]):
             ms = measure_model(self.space, arch, self.options["threads"]).ms
             tried.append({"arch": arch.to_dict(), "table_target_ms": table_target, "table_ms": table.predict(arch),
@@ -773,14 +812,15 @@ class DartsStrategy(Strategy):
                 break
             ratio = math.exp(np.mean([math.log(t["measured_ms"] / t["table_ms"]) for t in tried]))
             table_target = target / ratio
-            arch = net.derive(*self.derive_choices(net, table, table_target))
+            arch = net.derive(*self.derive_choices(net, table, table_target, noise))
             if any(t["arch"] == arch.to_dict() for t in tried):
                 break
         if tried:
             arch = Architecture.from_dict(min(tried, key=lambda t: abs(t["measured_ms"] / target - 1))["arch"])
         return arch, [{k: v for k, v in t.items() if k != "arch"} for t in tried]
 
-    def derive_choices(self, net: DartsSupernet, table, target: float) -> tuple[list[int], list[int]]:
+    def derive_choices(self, net: DartsSupernet, table, target: float,
+                       noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[int], list[int]]:
         """The choices (a candidate per position, an option index per axis) that maximise
         the value (sum of log-probabilities + ``params_weight`` * log parameters) at the
         target's table latency.
@@ -790,7 +830,12 @@ class DartsStrategy(Strategy):
         combination of stage widths is tried; for one, the blocks and the neck/head (one
         more position, whose candidates are the allowed macro combinations) are a
         multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target (else the closest) of
-        highest value wins."""
+        highest value wins.
+
+        ``noise`` (Gumbel draws shaped like the block and axis probabilities) is added to
+        the log-probabilities in the value: the argmax of log-probabilities plus Gumbel
+        noise is a draw from the distribution, so a perturbed derivation samples a network
+        from it, pulled to the target. What is allowed is decided without the noise."""
         probs, aprobs = net.probabilities().detach().double(), net.axis_probabilities().detach().double()
         allowed = probs >= 0.1 * probs.max(-1, keepdim=True).values
         a_allowed = (aprobs >= 0.1 * aprobs.max(-1, keepdim=True).values) & (net.axis_valid > 0)
@@ -801,6 +846,8 @@ class DartsStrategy(Strategy):
         for a in range(len(STAGES), len(net.axes)):
             a_allowed[a] = aprobs[a] == aprobs[a].max()
         log_probs, log_aprobs = torch.log(probs.clamp_min(1e-12)), torch.log(aprobs.clamp_min(1e-12))
+        if noise is not None:
+            log_probs, log_aprobs = log_probs + noise[0].double(), log_aprobs + noise[1].double()
         latency, params = ExpectedLatency(net, table), net.param_table()
         n_stage, n_pos = len(STAGES), len(net.positions)
         macro_axes = range(n_stage, len(net.axes))
