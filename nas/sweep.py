@@ -101,10 +101,13 @@ def summarize(folder: str | Path) -> dict:
     if best is not None:
         row.update(arch_id=best.arch_id, accuracy=best.metrics.get(objective.accuracy),
                    latency_ms=best.metrics.get(objective.latency), measured_ms=best.metrics.get("measured_latency_ms"))
-    report = ((run.load_strategy() or {}).get("state") or {}).get("report")
+    state = (run.load_strategy() or {}).get("state") or {}
+    report = state.get("report")
     if report:  # DARTS: where the derivation landed against the target
-        row.update(width=report.get("width"), derived_table_ms=report.get("derived_table_ms"),
-                   derived_measured_ms=report.get("measured_ms"))
+        row.update(width=report.get("width"), derived_table_ms=report.get("derived_table_ms"))
+        # Its timing describes the first derived network; with candidates the best may be another.
+        if best is not None and state.get("derived") and state["derived"][0] == best.arch:
+            row["derived_measured_ms"] = report.get("measured_ms")
     return row
 
 

@@ -640,7 +640,8 @@ class DartsStrategy(Strategy):
         self.table_path, self.checkpoint_path = table, checkpoint_path
         self.checkpoint_every, self.progress = checkpoint_every, progress
         self.derived: list[dict] = []
-        self.asked = 0
+        self.asked = 0                 # derived networks handed out by this process
+        self.told: list[str] = []      # ids of those whose results came back
         self.report: dict[str, Any] = {}
 
     # ----- the strategy interface ---------------------------------------------------------
@@ -648,19 +649,26 @@ class DartsStrategy(Strategy):
         if not self.derived:
             archs, report = self.search()
             self.derived, self.report = [a.to_dict() for a in archs], report
-        if self.asked >= len(self.derived):
-            return None
-        self.asked += 1
-        return Architecture.from_dict(self.derived[self.asked - 1])
+        while self.asked < len(self.derived):  # in order, skipping those already told before a resume
+            arch = Architecture.from_dict(self.derived[self.asked])
+            self.asked += 1
+            if arch.id not in self.told:
+                return arch
+        return None
 
     def tell(self, arch: Architecture, result: Result) -> None:
-        pass  # one-shot: the derived architecture is the answer; its metrics go to the log
+        self.told.append(arch.id)  # the metrics go to the log; the derived networks are the answer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"derived": self.derived, "asked": self.asked, "report": self.report}
+        # The told ids, not the asked count: networks still being evaluated when the state is
+        # saved (a Ray runner asks ahead) are proposed again after a crash (base.Strategy).
+        return {"derived": self.derived, "told": self.told, "report": self.report}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.derived, self.asked = list(state["derived"]), int(state["asked"])
+        self.derived, self.asked = list(state["derived"]), 0
+        # A state from before candidates saved "asked" (every asked network was told).
+        self.told = list(state["told"]) if "told" in state else \
+            [Architecture.from_dict(d).id for d in self.derived[: int(state.get("asked", 0))]]
         self.report = dict(state.get("report", {}))
 
     # ----- the search ---------------------------------------------------------------------
@@ -774,17 +782,24 @@ class DartsStrategy(Strategy):
     def sample_candidates(self, net: DartsSupernet, table, target: float, first: Architecture
                           ) -> tuple[list[Architecture], list[dict]]:
         """``first`` and up to ``candidates - 1`` more distinct networks, each derived from
-        the distribution perturbed by fresh Gumbel noise (seeded by the search's seed, so a
-        resumed search proposes the same ones). Gives up after 4 draws per network wanted
-        (a peaked distribution has few networks to offer). Returns the networks and, for
-        the added ones, their table and measured latencies."""
+        the distribution perturbed by fresh Gumbel noise (seeded by the search's seed; with
+        ``measure_rounds`` the timings steer each one too, so a rerun can differ). Gives up
+        after 4 draws per network wanted (a peaked distribution has few networks to offer);
+        a draw whose table-only derivation was seen before is dropped before any timing.
+        Returns the networks and, for the added ones, their table and measured latencies."""
         archs, report = [first], []
+        seen = {net.derive(*self.derive_choices(net, table, target)).id}
         gen = torch.Generator().manual_seed(self.seed + 1)
         shapes = (net.alpha.shape, net.axis_alpha.shape)
         for _ in range(4 * (self.options["candidates"] - 1)):
             if len(archs) >= self.options["candidates"]:
                 break
-            arch, measured = self.derive_measured(net, table, target, tuple(_gumbel(s, gen) for s in shapes))
+            noise = tuple(_gumbel(s, gen) for s in shapes)
+            draft = net.derive(*self.derive_choices(net, table, target, noise)).id
+            if draft in seen:
+                continue
+            seen.add(draft)
+            arch, measured = self.derive_measured(net, table, target, noise)
             if any(arch.to_dict() == a.to_dict() for a in archs):
                 continue
             archs.append(arch)
