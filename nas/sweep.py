@@ -105,8 +105,9 @@ def summarize(folder: str | Path) -> dict:
     report = state.get("report")
     if report:  # DARTS: where the derivation landed against the target
         row.update(width=report.get("width"), derived_table_ms=report.get("derived_table_ms"))
-        # Its timing describes the first derived network; with candidates the best may be another.
-        if best is not None and state.get("derived") and state["derived"][0] == best.arch:
+        # Its timing describes the first derived network; with candidates the best may be
+        # another (no best: no accuracy metric was configured).
+        if best is None or (state.get("derived") or [None])[0] == best.arch:
             row["derived_measured_ms"] = report.get("measured_ms")
     return row
 

@@ -274,7 +274,7 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
 
     probe = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
-    target = round(float(ExpectedLatency(net, probe)(net.probabilities().detach())) * 0.9, 4)
+    target = round(float(ExpectedLatency(net, probe)(net.probabilities()).detach()) * 0.9, 4)
     options = {"steps": 6, "batch_size": 4, "width": list(WIDTHS), "fixed": {}, "kinds": list(KINDS), "table": str(table_path),
                "checkpoint_every": 2, "candidates": 2, "data": {"n_train": 16, "n_val": 8},
                # One timing per derivation: at 64 px onnxruntime runs this net at about half the
@@ -344,7 +344,7 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
 
     probe = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
-    mid = float(ExpectedLatency(net, probe)(net.probabilities().detach()))
+    mid = float(ExpectedLatency(net, probe)(net.probabilities()).detach())
     targets = [round(mid * 0.8, 3), round(mid * 1.1, 3)]
     base = {"space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
             "strategy": {"name": "darts", "options": {"steps": 4, "batch_size": 4, "width": 0.5, "kinds": list(KINDS),
