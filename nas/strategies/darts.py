@@ -504,6 +504,11 @@ class DartsSupernet(nn.Module):
         return self._arch_from_choices(choices, list(axes) if axes is not None else self._largest())
 
 
+def _closest(measured: Sequence[dict], target: float) -> dict | None:
+    """The timing (``measured_ms``) closest to ``target``; None if there is none."""
+    return min(measured, key=lambda m: abs(m["measured_ms"] / target - 1), default=None)
+
+
 def _gumbel(shape, generator: torch.Generator) -> torch.Tensor:
     return -torch.log(-torch.log(torch.rand(shape, generator=generator).clamp(1e-9, 1 - 1e-9)))
 
@@ -619,7 +624,7 @@ class DartsStrategy(Strategy):
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates)
-        if not isinstance(candidates, int) or candidates < 1:
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
         widths = space.decisions()[f"{STAGES[0].name}.width"]
         chosen = list(width) if isinstance(width, (list, tuple)) else [width]
@@ -773,7 +778,7 @@ class DartsStrategy(Strategy):
                   "measurements": measured, "lam": state["lam"], "steps": state["step"],
                   "seconds": time.monotonic() - t0}
         if measured:
-            best = min(measured, key=lambda m: abs(m["measured_ms"] / target - 1))
+            best = _closest(measured, target)
             report.update(measured_ms=best["measured_ms"], measured_off_target=best["measured_ms"] / target - 1)
         if candidates:
             report["candidates"] = candidates
@@ -788,23 +793,24 @@ class DartsStrategy(Strategy):
         a draw whose table-only derivation was seen before is dropped before any timing.
         Returns the networks and, for the added ones, their table and measured latencies."""
         archs, report = [first], []
-        seen = {net.derive(*self.derive_choices(net, table, target)).id}
+        if self.options["candidates"] == 1:
+            return archs, report
+        seen = {self._derive(net, table, target).id}
         gen = torch.Generator().manual_seed(self.seed + 1)
         shapes = (net.alpha.shape, net.axis_alpha.shape)
         for _ in range(4 * (self.options["candidates"] - 1)):
             if len(archs) >= self.options["candidates"]:
                 break
             noise = tuple(_gumbel(s, gen) for s in shapes)
-            draft = net.derive(*self.derive_choices(net, table, target, noise)).id
+            draft = self._derive(net, table, target, noise).id
             if draft in seen:
                 continue
             seen.add(draft)
             arch, measured = self.derive_measured(net, table, target, noise)
-            if any(arch.to_dict() == a.to_dict() for a in archs):
+            if arch.id in {a.id for a in archs}:
                 continue
             archs.append(arch)
-            closest = min(measured, key=lambda m: abs(m["measured_ms"] / target - 1), default={})
-            report.append({"table_ms": table.predict(arch), "measured_ms": closest.get("measured_ms")})
+            report.append({"table_ms": table.predict(arch), "measured_ms": (_closest(measured, target) or {}).get("measured_ms")})
         return archs, report
 
     def derive_measured(self, net: DartsSupernet, table, target: float,
@@ -818,7 +824,7 @@ class DartsStrategy(Strategy):
         from latency_tables.profiler import measure_model
 
         table_target, tried = target, []
-        arch = net.derive(*self.derive_choices(net, table, table_target, noise))
+        arch = self._derive(net, table, table_target, noise)
         for _ in range(self.options["measure_rounds"]):
             ms = measure_model(self.space, arch, self.options["threads"]).ms
             tried.append({"arch": arch.to_dict(), "table_target_ms": table_target, "table_ms": table.predict(arch),
@@ -827,12 +833,16 @@ class DartsStrategy(Strategy):
                 break
             ratio = math.exp(np.mean([math.log(t["measured_ms"] / t["table_ms"]) for t in tried]))
             table_target = target / ratio
-            arch = net.derive(*self.derive_choices(net, table, table_target, noise))
+            arch = self._derive(net, table, table_target, noise)
             if any(t["arch"] == arch.to_dict() for t in tried):
                 break
         if tried:
-            arch = Architecture.from_dict(min(tried, key=lambda t: abs(t["measured_ms"] / target - 1))["arch"])
+            arch = Architecture.from_dict(_closest(tried, target)["arch"])
         return arch, [{k: v for k, v in t.items() if k != "arch"} for t in tried]
+
+    def _derive(self, net: DartsSupernet, table, target: float, noise=None) -> Architecture:
+        """The network of :meth:`derive_choices`."""
+        return net.derive(*self.derive_choices(net, table, target, noise))
 
     def derive_choices(self, net: DartsSupernet, table, target: float,
                        noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[list[int], list[int]]:
