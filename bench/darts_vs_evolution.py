@@ -75,6 +75,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--darts-candidates", type=int, default=1,
                    help="networks DARTS proposes (darts option candidates); the engine keeps the best, and "
                         "their training counts in the wall-clock evolution then gets")
+    p.add_argument("--darts-factorized", action="store_true",
+                   help="DARTS's factorized option: one architecture parameter per choice value, not per candidate")
     p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=256)
@@ -170,6 +172,7 @@ def main(argv=None) -> int:
     darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size,
                                           "width": _width_option(args.darts_width),
                                           "candidates": args.darts_candidates,
+                                          "factorized": args.darts_factorized,
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)

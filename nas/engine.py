@@ -34,7 +34,7 @@ from search_spaces.files import write_text_atomic
 
 from .config import SearchConfig, load_config, save_config
 from .objectives import Failure, Objective
-from .strategies import get_strategy
+from .strategies import checked_strategy_class, get_strategy
 
 MAX_DUPLICATE_STREAK = 200  # a strategy proposing only known architectures has converged
 
@@ -151,6 +151,16 @@ def evaluate_candidate(arch: Architecture, space: SearchSpace, evaluators: list[
         return "failed", metrics, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
 
 
+def check_strategy(cfg: SearchConfig) -> None:
+    """InputError for an unknown strategy or option, or a budget that cannot evaluate
+    every architecture the strategy will propose (e.g. darts ``candidates`` above
+    ``budget``). Run before anything is written."""
+    wanted = checked_strategy_class(cfg.strategy.name, cfg.strategy.options).proposals(cfg.strategy.options)
+    if wanted is not None and cfg.budget < wanted:
+        raise InputError(f"config field 'budget' is {cfg.budget}, below the {wanted} architectures strategy "
+                         f"{cfg.strategy.name!r} will propose with its options; set budget to at least {wanted}")
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -177,6 +187,7 @@ class Engine:
     # ----- construction -----------------------------------------------------------------
     @classmethod
     def new(cls, cfg: SearchConfig, run_dir, progress: bool = True) -> "Engine":
+        check_strategy(cfg)
         engine = cls(cfg, run_dir, progress)
         engine.folder.create(cfg)
         engine._restore_strategy()
@@ -190,6 +201,7 @@ class Engine:
             from dataclasses import replace
 
             cfg = replace(cfg, budget=budget)
+            check_strategy(cfg)
             save_config(cfg, folder.path / "config.yaml")
         engine = cls(cfg, run_dir, progress)
         engine._restore_strategy()

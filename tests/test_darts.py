@@ -65,9 +65,10 @@ def test_expected_latency_of_one_hot_is_the_table_latency(space, table_path):
         assert float(expected(one_hot).detach()) == pytest.approx(table.predict(arch), rel=1e-5)
 
 
-def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
+@pytest.mark.parametrize("factorized", [False, True])
+def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path, factorized):
     table = LatencyTable.load(table_path, space)
-    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS, factorized)
     expected = ExpectedLatency(net, table)
     start = expected(net.probabilities()).item()
     opt = torch.optim.Adam(net.arch_parameters(), lr=0.1)
@@ -85,9 +86,38 @@ def test_latency_term_alone_moves_alpha_to_cheaper_ops(space, table_path):
         assert cost[p, probs[p].argmax()] <= cost[p][valid].mean() + 1e-9
 
 
+def test_factorized_logits_are_sums_over_choice_values(space):
+    """A candidate's logit is the sum of its choice values' parameters, so raising one
+    candidate also raises those that share a value with it, not the others."""
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, ("dsconv", "ir"), factorized=True)
+    start = net.probabilities()
+    assert torch.allclose(start, DartsSupernet(space, 0.5, DEFAULT_FIXED, ("dsconv", "ir")).probabilities())  # uniform
+    names = sorted({f"{k}={v}" for c in net.candidates for k, v in c.items()} | {"skip"})
+    with torch.no_grad():
+        net.alpha.normal_(generator=torch.Generator().manual_seed(0))
+    logits, alpha = net.masked_logits().detach(), net.alpha.detach()
+    p = 1  # a position that may be skipped
+    for c, cand in enumerate(net.candidates):
+        assert float(logits[p, c]) == pytest.approx(sum(float(alpha[p, names.index(f"{k}={v}")]) for k, v in cand.items()), abs=1e-5)
+    assert float(logits[p, -1]) == pytest.approx(float(alpha[p, names.index("skip")]))
+    index = {tuple(sorted(c.items())): i for i, c in enumerate(net.candidates)}
+    a = index[tuple(sorted({"kind": "ir", "kernel": 3, "expansion": 3, "se": False, "act": "relu"}.items()))]
+    b = index[tuple(sorted({"kind": "ir", "kernel": 3, "expansion": 6, "se": True, "act": "hswish"}.items()))]
+    c = index[tuple(sorted({"kind": "dsconv", "kernel": 5, "se": True, "act": "hswish"}.items()))]
+    with torch.no_grad():
+        net.alpha.zero_()
+    before = net.probabilities()[p].detach()
+    opt = torch.optim.SGD([net.alpha], lr=0.5)
+    (-torch.log(net.probabilities()[p, a])).backward()
+    opt.step()
+    after = net.probabilities()[p].detach()
+    assert after[a] > before[a]
+    assert after[b] / after[c] > 1.2 * before[b] / before[c]  # b shares kind and kernel with a; c shares nothing
+
+
 def _random_choices(net, gen):
     """A block candidate per position and an option per axis, at random."""
-    choice = (net.masked_logits() + torch.rand(net.alpha.shape, generator=gen)).argmax(-1)
+    choice = (net.masked_logits() + torch.rand(net.valid.shape, generator=gen)).argmax(-1)
     axes = (net.axis_alpha.masked_fill(net.axis_valid == 0, -1e9) + torch.rand(net.axis_alpha.shape, generator=gen)).argmax(-1)
     return choice, axes
 
@@ -361,3 +391,17 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
         state = json.loads((tmp_path / "sw" / row["variant"] / "strategy.json").read_text())["state"]
         assert state["report"]["target_ms"] == target and row["derived_measured_ms"] > 0
         assert (tmp_path / "sw" / row["variant"] / "report.md").exists() and row["trials"] == 1
+
+
+def test_budget_below_the_candidates_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The engine asks the strategy how many networks it will propose; a budget that
+    would leave some unevaluated is a usage error, and no run folder is created."""
+    from nas.cli import main
+
+    config = tmp_path / "darts.yaml"
+    config.write_text("strategy: {name: darts, options: {candidates: 3}}\nbudget: 2\n"
+                      "objective: {mode: soft, target_ms: 3.0}\n")
+    code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'budget' is 2, below the 3 architectures" in err and "at least 3" in err
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ from nas.objectives import Failure, Objective, pareto_front, value_bounds
 from nas.strategies import Strategy, get_strategy, get_strategy_class, list_strategies, register_strategy
 from nas.testing import CHECKS, ToySpace, run_strategy_conformance, toy_metrics
 from search_spaces.architecture import ArchitectureError
+from search_spaces.errors import InputError
 
 
 def _factory(name):
@@ -35,7 +36,7 @@ def test_builtin_strategies_registered():
 def test_unknown_strategy_and_option():
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         get_strategy_class("nope")
-    with pytest.raises(TypeError, match="strategy 'random'.*colour"):
+    with pytest.raises(InputError, match="strategy 'random': unknown option.*colour.*its options are"):
         get_strategy("random", ToySpace(), Objective(mode="accuracy"), colour="red")
 
 

@@ -5,12 +5,14 @@ the engine owns the loop, the budget, the evaluators and the run folder.
 """
 from __future__ import annotations
 
+import inspect
 import random
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Mapping, Union
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
+from search_spaces.errors import InputError
 from search_spaces.plugins import load_plugins
 
 from ..objectives import Failure, Metrics, Objective
@@ -78,6 +80,13 @@ class Strategy(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned, on a freshly constructed instance."""
+
+    @classmethod
+    def proposals(cls, options: Mapping[str, Any]) -> int | None:
+        """How many architectures a strategy built with ``options`` will propose in all,
+        when that is fixed in advance (None: open-ended). The engine refuses a budget
+        smaller than this, which would leave proposals unevaluated without a word."""
+        return None
 
     # ----- helpers for subclasses -----------------------------------------------------
     def _key(self, arch: Architecture) -> str:
@@ -168,16 +177,26 @@ def get_strategy_class(name: str) -> type[Strategy]:
     try:
         return _STRATEGIES[name]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"unknown strategy {name!r}; registered: {sorted(_STRATEGIES)} "
             f"(plugins register through the entry-point group {ENTRY_POINT_GROUP!r})") from None
 
 
+def checked_strategy_class(name: str, options: Mapping[str, Any]) -> type[Strategy]:
+    """The registered class, after checking that it takes every option named (an
+    InputError listing the options it does take otherwise). Constructs nothing, so a
+    config can be checked before its run folder is created."""
+    cls = get_strategy_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = [n for n in params if n not in ("self", "space", "objective", "seed")]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise InputError(f"strategy {name!r}: unknown option(s) {unknown} in config field 'strategy.options'; "
+                             f"its options are {allowed}")
+    return cls
+
+
 def get_strategy(name: str, space: SearchSpace, objective: Objective, seed: int = 0, **options: Any) -> Strategy:
     """Construct a registered strategy; ``options`` are its keyword arguments."""
-    cls = get_strategy_class(name)
-    try:
-        return cls(space, objective, seed=seed, **options)
-    except TypeError as exc:
-        # An unknown option otherwise surfaces as a bare "unexpected keyword argument".
-        raise TypeError(f"strategy {name!r}: {exc}") from None
+    return checked_strategy_class(name, options)(space, objective, seed=seed, **options)

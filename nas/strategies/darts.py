@@ -119,6 +119,19 @@ def block_candidates(kinds) -> list[dict]:
     return out
 
 
+def candidate_features(candidates: list[dict]) -> torch.Tensor:
+    """[candidate + skip, feature] 0/1: which choice values (``kind=ir``, ``kernel=5``,
+    ...) each candidate has; skip is a feature of its own. Factorized logits sum a
+    position's parameters over a candidate's features, so every sampled candidate informs
+    the logits of all candidates sharing a value with it. Why: with one logit per
+    candidate, each of a position's 49 logits gets a few straight-through updates in a
+    300-step search and the trained distribution is the latency prior (session 10).
+    """
+    values = [{f"{k}={v}" for k, v in c.items()} for c in candidates] + [{"skip"}]
+    names = sorted(set().union(*values))
+    return torch.tensor([[float(n in have) for n in names] for have in values])
+
+
 def as_widths(width: float | Sequence[float]) -> tuple[float, ...]:
     """One width, or the sorted widths to search among."""
     return tuple(sorted(float(w) for w in width)) if isinstance(width, (list, tuple)) else (float(width),)
@@ -227,7 +240,7 @@ class DartsSupernet(nn.Module):
     """
 
     def __init__(self, space: SearchSpace, width: float | Sequence[float], fixed: Mapping[str, Any],
-                 kinds: tuple | None = None):
+                 kinds: tuple | None = None, factorized: bool = False):
         super().__init__()
         self.space = space
         self.widths = as_widths(width)
@@ -262,7 +275,12 @@ class DartsSupernet(nn.Module):
         self.net = CpuDetector(modules, template, space.num_classes)
         self._modules_by_role = modules
         self.stage_channels = [[make_divisible(st.base_width * w) for w in self.widths] for st in STAGES]
-        self.alpha = nn.Parameter(torch.zeros(len(self.positions), len(self.candidates) + 1))
+        # Per position one logit per candidate, or (``factorized``) one per choice value
+        # (kind, kernel, SE, ...) that a candidate's logit sums (:func:`candidate_features`).
+        self.register_buffer("features", candidate_features(self.candidates), persistent=False)
+        n_alpha = self.features.shape[1] if factorized else len(self.candidates) + 1
+        self.alpha = nn.Parameter(torch.zeros(len(self.positions), n_alpha))
+        self.factorized = factorized
         self.register_buffer("valid", torch.tensor([[1.0] * len(self.candidates) + [1.0 if b >= min(STAGES[s].depths) else 0.0]
                                                     for s, (_, b) in zip(self.position_stage, self.positions)]),
                              persistent=False)  # derived from the options, not state: never restored from a checkpoint
@@ -364,7 +382,7 @@ class DartsSupernet(nn.Module):
         for p in range(len(self.positions)):
             n_in = 1 if self.position_input[p] is None else n_w
             positions.append(torch.tensor([[[value(self.position_spec(p, c, i, o)) for o in range(n_w)]
-                                            for i in range(n_in)] for c in range(self.alpha.shape[1])],
+                                            for i in range(n_in)] for c in range(len(self.candidates) + 1)],
                                           dtype=torch.float64))
         shape = [len(options) for _, options in self.axes]
         macro = torch.zeros(shape, dtype=torch.float64)
@@ -398,7 +416,9 @@ class DartsSupernet(nn.Module):
         return [self._modules_by_role[f"{n}.b{b}"] for n, b in self.positions]
 
     def masked_logits(self, tau: float = 1.0) -> torch.Tensor:
-        return (self.alpha / tau).masked_fill(self.valid == 0, float("-inf"))
+        """[position, candidate] logits (the last candidate: skip), -inf where not allowed."""
+        logits = self.alpha @ self.features.T if self.factorized else self.alpha
+        return (logits / tau).masked_fill(self.valid == 0, float("-inf"))
 
     def probabilities(self) -> torch.Tensor:
         return F.softmax(self.masked_logits(), dim=-1)
@@ -616,14 +636,15 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, checkpoint_path: str | None = None,
+                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
         if objective.target_ms is None:
             raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
-                            measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates)
+                            measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
+                            factorized=bool(factorized))
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
         widths = space.decisions()[f"{STAGES[0].name}.width"]
@@ -648,6 +669,12 @@ class DartsStrategy(Strategy):
         self.asked = 0                 # derived networks handed out by this process
         self.told: list[str] = []      # ids of those whose results came back
         self.report: dict[str, Any] = {}
+
+    @classmethod
+    def proposals(cls, options: Mapping[str, Any]) -> int | None:
+        """The derived network and the sampled ones: ``candidates``."""
+        candidates = options.get("candidates", 1)
+        return candidates if isinstance(candidates, int) and not isinstance(candidates, bool) else None
 
     # ----- the strategy interface ---------------------------------------------------------
     def ask(self) -> Architecture | None:
@@ -711,7 +738,7 @@ class DartsStrategy(Strategy):
         if ck and ck["state"].get("fixed", self.fixed) != self.fixed:
             raise InputError(f"{self.checkpoint_path} was trained with darts option fixed {ck['state']['fixed']}, the "
                              f"config asks for {self.fixed}; set fixed to {ck['state']['fixed']} or start a new run")
-        net = DartsSupernet(self.space, width, self.fixed, self.kinds)
+        net = DartsSupernet(self.space, width, self.fixed, self.kinds, self.options["factorized"])
         expected = ExpectedLatency(net, table)
         train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
         half = len(train_data) // 2
@@ -726,7 +753,7 @@ class DartsStrategy(Strategy):
                 net.load_state_dict(ck["net"])
             except RuntimeError:  # a checkpoint from before widths were recorded, or other options
                 raise InputError(f"{self.checkpoint_path} does not fit the supernet at width {width} with these "
-                                 f"options (kinds, fixed); set the darts options it was trained with, or start a new run") from None
+                                 f"options (kinds, fixed, factorized); set the darts options it was trained with, or start a new run") from None
             w_opt.load_state_dict(ck["w_opt"])
             a_opt.load_state_dict(ck["a_opt"])
             gen.set_state(ck["gen"])
@@ -797,7 +824,7 @@ class DartsStrategy(Strategy):
             return archs, report
         seen = {self._derive(net, table, target).id}
         gen = torch.Generator().manual_seed(self.seed + 1)
-        shapes = (net.alpha.shape, net.axis_alpha.shape)
+        shapes = (net.valid.shape, net.axis_alpha.shape)
         for _ in range(4 * (self.options["candidates"] - 1)):
             if len(archs) >= self.options["candidates"]:
                 break
