@@ -43,12 +43,13 @@ torch build).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -80,6 +81,20 @@ def shared_name(role: str, kind: str, tensor: str) -> str:
     """Name of the shared copy of one weight tensor: ``s3-b1__ir__dw-0-weight``
     (module names cannot contain dots)."""
     return "__".join(part.replace(".", "-") for part in (role, kind, tensor))
+
+
+# Ops whose weights a split supernet keeps apart per value of the split decisions: the
+# neck and the heads (roles "neck.*", "head0.*", ...); the backbone is always shared.
+SPLIT_ROLES = ("neck", "head")
+
+
+def _is_split(role: str, split: Sequence[str]) -> bool:
+    return bool(split) and role.startswith(SPLIT_ROLES)
+
+
+def _group(values: dict) -> str:
+    """The suffix naming one combination of split decision values: ``@neck-depth=1,head-depth=2``."""
+    return "@" + ",".join(f"{k.replace('.', '-')}={v}" for k, v in values.items()) if values else ""
 
 
 def take(shared: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -182,25 +197,43 @@ class Supernet(nn.Module):
 
     The views of ``subnet`` own no parameters (``view.parameters()`` is empty): optimise
     ``supernet.weights``.
+
+    ``split`` (few-shot NAS, Zhao et al. 2021, applied to the neck and head only): decision
+    names whose every value combination gets its own copy of the neck and head tensors
+    (a path uses its combination's copy); the backbone stays shared. Why: trained fully
+    shared, the supernet scores deeper necks and heads far above what training them
+    alone gives (session 10: over the 32 networks of bench/proxy_ranking.py, Spearman of
+    head depth with the sandwich supernet's score +0.52, with their trained mAP +0.04;
+    neck depth +0.42 against -0.23), so one shared neck and head serve every depth badly.
     """
 
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, split: Sequence[str] = ()):
         super().__init__()
         self.space = space
+        decisions = space.decisions()
+        unknown = [d for d in split if d not in decisions]
+        if unknown:
+            raise InputError(f"supernet split: {unknown} are not decisions of space {space.name!r} "
+                             f"(e.g. neck.depth, head.depth)")
+        self.split = tuple(split)
+        groups = [_group(dict(zip(self.split, values)))
+                  for values in itertools.product(*(decisions[d] for d in self.split))]
         self.weights = nn.ParameterDict()
         self.statistics = nn.Module()  # BatchNorm running statistics, shared like the weights
         self._skeletons: dict[tuple[str, str], nn.Module] = {}
         layout = _layout(space)
-        self._plans: dict[tuple[str, str], list[tuple[str, str, torch.Size]]] = {}
+        self._plans: dict[tuple[str, str, str], list[tuple[str, str, torch.Size]]] = {}
         built: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         for name, spec in layout.source.items():
             if (spec.role, spec.key) not in built:
                 built[(spec.role, spec.key)] = make_op(spec).state_dict()
-            value = built[(spec.role, spec.key)][layout.tensor_of[name]].detach().clone()
-            if name in layout.parameters:
-                self.weights[name] = nn.Parameter(value)
-            else:
-                self.statistics.register_buffer(name, value)
+            value = built[(spec.role, spec.key)][layout.tensor_of[name]]
+            for group in (groups if _is_split(spec.role, self.split) else [""]):
+                copy = value.detach().clone()  # each group starts from the same initial values
+                if name in layout.parameters:
+                    self.weights[name + group] = nn.Parameter(copy)
+                else:
+                    self.statistics.register_buffer(name + group, copy)
         self._weight_index = {name: i for i, name in enumerate(self.weights)}
         self.register_buffer("trained_steps", torch.zeros(len(self.weights), dtype=torch.long))
 
@@ -214,23 +247,29 @@ class Supernet(nn.Module):
     def _shared(self, name: str) -> torch.Tensor:
         return self.weights[name] if name in self.weights else getattr(self.statistics, name)
 
-    def _plan(self, spec: OpSpec) -> list[tuple[str, str, torch.Size]]:
+    def _group(self, spec: OpSpec, arch: Architecture) -> str:
+        """The suffix of ``spec``'s shared tensors in ``arch``: its split decisions' values
+        for a neck or head op of a split supernet, else none."""
+        return _group({d: arch.sample[d] for d in self.split}) if _is_split(spec.role, self.split) else ""
+
+    def _plan(self, spec: OpSpec, group: str = "") -> list[tuple[str, str, torch.Size]]:
         """``(tensor name in the op, shared name, shape)`` for each tensor of ``spec``."""
-        key = (spec.role, spec.key)
+        key = (spec.role, spec.key, group)
         if key not in self._plans:
-            self._plans[key] = [(tensor, shared_name(spec.role, spec.kind, tensor), value.shape)
+            self._plans[key] = [(tensor, shared_name(spec.role, spec.kind, tensor) + group, value.shape)
                                 for tensor, value in self._skeleton(spec).state_dict().items()]
         return self._plans[key]
 
-    def _slices(self, spec: OpSpec) -> Callable[[], dict[str, torch.Tensor]]:
-        plan = self._plan(spec)
+    def _slices(self, spec: OpSpec, arch: Architecture) -> Callable[[], dict[str, torch.Tensor]]:
+        plan = self._plan(spec, self._group(spec, arch))
         return lambda: {tensor: take(self._shared(name), shape) for tensor, name, shape in plan}
 
     def missing(self, arch: Architecture) -> list[tuple[OpSpec, str]]:
         """``(op, tensor)`` for each weight of ``arch`` (in walk order) that no training
         step ever gave a gradient, e.g. the SE of a position only sampled without SE.
         (Counted per shared tensor: a tensor trained only through narrower ops counts.)"""
-        return [(spec, tensor) for spec in self.space.ops(arch) for tensor, name, _ in self._plan(spec)
+        return [(spec, tensor) for spec in self.space.ops(arch)
+                for tensor, name, _ in self._plan(spec, self._group(spec, arch))
                 if name in self._weight_index and self.trained_steps[self._weight_index[name]] == 0]
 
     def count_trained(self) -> None:
@@ -255,7 +294,7 @@ class Supernet(nn.Module):
             skeleton = self._skeleton(spec)
             # An op without state (merges, the decode) is used as it is: callers reach
             # into the decode's methods, which a wrapper would hide.
-            modules[spec.role] = _SharedOp(skeleton, self._slices(spec)) if skeleton.state_dict() else skeleton
+            modules[spec.role] = _SharedOp(skeleton, self._slices(spec, arch)) if skeleton.state_dict() else skeleton
         return CpuDetector(modules, arch, self.space.settings()["num_classes"])
 
     def extract(self, arch: Architecture) -> dict[str, torch.Tensor]:
@@ -268,7 +307,7 @@ class Supernet(nn.Module):
         state = {}
         for prefix, module in layout.named_modules():
             if id(module) in role_of:
-                for tensor, value in self._slices(specs[role_of[id(module)]])().items():
+                for tensor, value in self._slices(specs[role_of[id(module)]], arch)().items():
                     state[f"{prefix}.{tensor}"] = value.detach().clone()
         return state
 
@@ -462,7 +501,8 @@ class _State:
 def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_size: int, seed: int,
                    out_path: str | os.PathLike, time_budget_s: float | None = None, progress: bool = True,
                    save_every: int = 100, lr: float = 4e-3, weight_decay: float = 0.05, warmup_steps: int = 30,
-                   sampling: str = "uniform", callback: Callable[[int, float], None] | None = None) -> SupernetRun:
+                   sampling: str = "uniform", split: Sequence[str] = (),
+                   callback: Callable[[int, float], None] | None = None) -> SupernetRun:
     """Train a supernet of ``space`` with SPOS for ``steps`` steps and save it to ``out_path``.
 
     Step ``i`` trains ``step_paths(space, rng, sampling)`` (``rng = random.Random(seed)``,
@@ -471,6 +511,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     atomically every ``save_every`` steps and at the end; if ``out_path`` already holds
     a checkpoint of the same space, data and settings, training resumes from it (a
     finished one is returned as is); different settings raise :class:`InputError`.
+    ``split`` (decision names, e.g. ``("neck.depth", "head.depth")``) keeps the neck and
+    head weights apart per combination of those decisions' values (:class:`Supernet`).
     ``time_budget_s`` stops this invocation early (after saving); run again to go on.
     ``callback(step, loss)`` is called after each step (progress reporting, tests).
     """
@@ -482,7 +524,9 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, seed=seed)
     settings = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
-                "settings": space.settings(), "train": {**_train_settings(cfg), "sampling": sampling},
+                "settings": space.settings(),
+                # split only when set, so checkpoints from before the option still resume
+                "train": {**_train_settings(cfg), "sampling": sampling, **({"split": list(split)} if split else {})},
                 "data": dataclasses.asdict(data_cfg)}
     record = None
     if path.exists():  # checked before the data are prepared, so a wrong --out fails at once
@@ -503,7 +547,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         raise InputError(f"the training split has {len(train_data)} images, fewer than batch_size {batch_size}")
 
     torch.manual_seed(seed)  # initial shared weights
-    state = _State(Supernet(space), cfg, len(train_data))
+    state = _State(Supernet(space, split), cfg, len(train_data))
     if record is not None:
         state.restore(record, path)
 
@@ -604,7 +648,7 @@ class SupernetScore(Evaluator):
         check_checkpoint(self._record, space, self.path)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: keep the caller's RNG
-                self._supernet = Supernet(space)
+                self._supernet = Supernet(space, self._record["train"].get("split", ()))
             load_weights(self._supernet, self._record, self.path)
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
             self._data = cfg.load(space.settings()["input_size"])

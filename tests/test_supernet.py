@@ -3,6 +3,7 @@ and the ``supernet`` evaluator, on a 64 px, 3-class space and a tiny generated d
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,3 +208,44 @@ def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pt"):
         get_evaluator("supernet", checkpoint=str(tmp_path / "junk.pt"))
+
+
+def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tmp_path):
+    """``split``: the neck and head tensors are per (neck depth, head depth), the backbone
+    shared; inheritance stays exact; training one path leaves another depth's head
+    alone; the evaluator reads the split from the checkpoint."""
+    torch.manual_seed(0)
+    split = ("neck.depth", "head.depth")
+    net = Supernet(space, split)
+    _scramble(net, 1)
+    base = space.sample(random.Random(3)).sample
+    shallow = space.from_sample({**base, "neck.depth": 1, "head.depth": 1})
+    deep = space.from_sample({**base, "neck.depth": 1, "head.depth": 2})
+    x = torch.rand(2, 3, 64, 64)
+    for arch in (shallow, deep):
+        model = space.build(arch)
+        model.load_state_dict(net.extract(arch))
+        with torch.no_grad():
+            (s1, b1), (s2, b2) = net.subnet(arch).eval()(x), model.eval()(x)
+        assert torch.equal(s1, s2) and torch.equal(b1, b2)
+    a, b = net.extract(shallow), net.extract(deep)
+    opt = make_optimizer(net, TrainConfig(lr=1e-2))
+    images, targets = _batch(tiny_data3.load(64)[0], np.arange(BATCH), TrainConfig(), np.random.default_rng(0))
+    train_step(net, opt, [deep], images, targets, TrainConfig(), 1e-2)
+    a2, b2 = net.extract(shallow), net.extract(deep)
+    head = [k for k in a if k.startswith("heads.") and k in b]  # the head ops both paths have
+    stem = [k for k in a if k.startswith("stem.")]
+    assert head and stem
+    assert all(torch.equal(a[k], a2[k]) for k in head)            # the other depth's head: untouched
+    assert any(not torch.equal(b[k], b2[k]) for k in head)        # the trained path's own head moved
+    assert any(not torch.equal(a[k], a2[k]) for k in stem)        # the backbone is shared
+    with pytest.raises(InputError, match="not decisions"):
+        Supernet(space, ("neck.colour",))
+
+    out = tmp_path / "split.pt"
+    train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split)
+    assert load_checkpoint(out)["train"]["split"] == list(split)
+    ev = get_evaluator("supernet", checkpoint=str(out), data={"source": tiny_data3.source, "n_train": 16, "n_val": 8})
+    assert ev.prepare(space).split == split
+    with pytest.raises(InputError, match="split"):  # resuming without the split is refused
+        train_supernet(space, tiny_data3, 3, BATCH, SEED, out, progress=False)

@@ -18,6 +18,9 @@ from nas.cli import arg, command
 @arg("--sampling", choices=("uniform", "sandwich"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
           "(BigNAS's sandwich rule; three times the cost per step)")
+@arg("--split", default="", metavar="DECISIONS",
+     help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
+          "neck and head weights (few-shot NAS); the backbone stays shared")
 @arg("--time-budget", type=float, default=None, metavar="SECONDS",
      help="stop after this long (checkpoint saved); run again to continue")
 def train(args):
@@ -33,7 +36,8 @@ def train(args):
     except ValueError as exc:  # the space's own setting checks (e.g. --input-size not a multiple of 32)
         raise InputError(str(exc)) from None
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
-                         time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling)
+                         time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
+                         split=tuple(d for d in args.split.split(",") if d))
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
     loss = f", loss {sum(tail) / len(tail):.3f} (last {len(tail)} steps)" if tail else ""

@@ -68,6 +68,25 @@ width 0.5 with p = 0.95, s4 at 0.67), so they are an option, not the default. ``
 single value holds the width; ``width: auto`` takes the widest
 width whose cheapest network (table) is at most 2/3 of the target (:func:`choose_width`).
 
+``factorized: true`` gives each position one architecture parameter per choice value
+(``kind=ir``, ``kernel=5``, ``se=True``, ..., ``skip``) instead of one per candidate; a
+candidate's logit is the sum over its values (:func:`candidate_features`), so each
+sampled candidate informs every candidate sharing a value with it. What it showed
+(session 10, Intel Xeon, 2.89 ms target, width 0.75, 300 steps, one search each; the
+per-factor summaries come from the checkpoints):
+- With the latency term, the factorized distribution ends more peaked than the
+  per-candidate one (mean entropy 2.32 against 2.89 nats per position, uniform 3.87;
+  largest probability 0.76 against 0.22) and says what the latency term wants: dsconv
+  at 13 of 15 positions, relu and no SE at all 15. The derived network re-trained
+  to mAP@.5 0.042 (seeds 1-3: 0.027-0.050) against 0.035 (0.033-0.037) per candidate:
+  within the seed spread.
+- With the detection loss alone (``lam: 0``) they lean, weakly, the way standalone
+  training does (bench/proxy_ranking.py's 32 trained networks: inverted residuals and
+  SE help, dsconv hurts): ir at 7 of 15 positions, SE at 12. But that supernet's network
+  derived at the target re-trained to 0.032 (0.025-0.037). At 300 steps the supernet's
+  accuracy signal is too weak to pick blocks, which is why DARTS trails evolution.
+So it is an option, off by default.
+
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
 derived architecture, then the ``candidates - 1`` networks sampled from the trained
@@ -627,7 +646,9 @@ class DartsStrategy(Strategy):
     ``candidates`` (networks proposed: the derived one, then ones derived from the
     distribution perturbed by Gumbel noise, i.e. sampled from it under the target; the
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
-    cells by a short training; the config's ``budget`` must allow them).
+    cells by a short training; the engine refuses a ``budget`` below them),
+    ``factorized`` (one architecture parameter per choice value, not per candidate; see
+    the module docstring).
     """
 
     gradient_based = True  # not part of the sampler conformance loop: it trains a supernet
