@@ -19,7 +19,9 @@ and a 1.0x inverted residual at ``s3.b1`` share their first channels, a 3x3 dept
 kernel is the centre of the 5x5 one, expansion 3 uses the first half of expansion 6's
 hidden channels, and a path's block trains whenever its position and kind are
 sampled, not only when its exact (width, kernel, expansion, SE) combination is
-(BENCHMARKS.md has what one module per exact op gave).
+(BENCHMARKS.md has what one module per exact op gave). A *split* supernet
+(``split``, few-shot NAS) keeps one such copy of the neck and head tensors per value
+combination of the named decisions (e.g. neck and head depth); see :class:`Supernet`.
 
 An inherited network is still exactly ``space.build(arch)`` loaded with those slices
 (:meth:`Supernet.extract`), and the supernet's own view of a path
@@ -92,9 +94,17 @@ def _is_split(role: str, split: Sequence[str]) -> bool:
     return bool(split) and role.startswith(SPLIT_ROLES)
 
 
-def _group(values: dict) -> str:
-    """The suffix naming one combination of split decision values: ``@neck-depth=1,head-depth=2``."""
-    return "@" + ",".join(f"{k.replace('.', '-')}={v}" for k, v in values.items()) if values else ""
+def _group_tag(indices: dict[str, int]) -> str:
+    """Names one combination of split decision values by their index among the
+    decision's choices (a value such as 0.75 cannot appear in a tensor name):
+    ``@neck-depth1,head-depth2``."""
+    return "@" + ",".join(f"{k.replace('.', '-')}{i}" for k, i in indices.items()) if indices else ""
+
+
+def _in_group(name: str, tag: str) -> str:
+    """``shared_name`` with the group tag after the role, so names still end with the tensor."""
+    role, rest = name.split("__", 1)
+    return f"{role}{tag}__{rest}"
 
 
 def take(shared: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -205,19 +215,26 @@ class Supernet(nn.Module):
     alone gives (session 10: over the 32 networks of bench/proxy_ranking.py, Spearman of
     head depth with the sandwich supernet's score +0.52, with their trained mAP +0.04;
     neck depth +0.42 against -0.23), so one shared neck and head serve every depth badly.
+    Each group's neck and head train only on the steps that sample it (1/9 of them for
+    neck and head depth under uniform sampling); with ``sandwich`` sampling the largest
+    and smallest paths always train the deepest and the shallowest group, so the groups
+    train unevenly: use uniform sampling with a split.
     """
 
     def __init__(self, space: SearchSpace, split: Sequence[str] = ()):
         super().__init__()
         self.space = space
         decisions = space.decisions()
-        unknown = [d for d in split if d not in decisions]
+        if isinstance(split, str):
+            raise InputError(f"supernet split: give a list of decision names, not the string {split!r}")
+        self.split = tuple(dict.fromkeys(d.strip() for d in split))  # in order, without repeats
+        unknown = [d for d in self.split if d not in decisions]
         if unknown:
             raise InputError(f"supernet split: {unknown} are not decisions of space {space.name!r} "
                              f"(e.g. neck.depth, head.depth)")
-        self.split = tuple(split)
-        groups = [_group(dict(zip(self.split, values)))
-                  for values in itertools.product(*(decisions[d] for d in self.split))]
+        self._choices = {d: list(decisions[d]) for d in self.split}
+        groups = [_group_tag(dict(zip(self.split, indices)))
+                  for indices in itertools.product(*(range(len(c)) for c in self._choices.values()))]
         self.weights = nn.ParameterDict()
         self.statistics = nn.Module()  # BatchNorm running statistics, shared like the weights
         self._skeletons: dict[tuple[str, str], nn.Module] = {}
@@ -228,12 +245,12 @@ class Supernet(nn.Module):
             if (spec.role, spec.key) not in built:
                 built[(spec.role, spec.key)] = make_op(spec).state_dict()
             value = built[(spec.role, spec.key)][layout.tensor_of[name]]
-            for group in (groups if _is_split(spec.role, self.split) else [""]):
+            for tag in (groups if _is_split(spec.role, self.split) else [""]):
                 copy = value.detach().clone()  # each group starts from the same initial values
                 if name in layout.parameters:
-                    self.weights[name + group] = nn.Parameter(copy)
+                    self.weights[_in_group(name, tag)] = nn.Parameter(copy)
                 else:
-                    self.statistics.register_buffer(name + group, copy)
+                    self.statistics.register_buffer(_in_group(name, tag), copy)
         self._weight_index = {name: i for i, name in enumerate(self.weights)}
         self.register_buffer("trained_steps", torch.zeros(len(self.weights), dtype=torch.long))
 
@@ -247,21 +264,24 @@ class Supernet(nn.Module):
     def _shared(self, name: str) -> torch.Tensor:
         return self.weights[name] if name in self.weights else getattr(self.statistics, name)
 
-    def _group(self, spec: OpSpec, arch: Architecture) -> str:
-        """The suffix of ``spec``'s shared tensors in ``arch``: its split decisions' values
-        for a neck or head op of a split supernet, else none."""
-        return _group({d: arch.sample[d] for d in self.split}) if _is_split(spec.role, self.split) else ""
+    def _tag(self, spec: OpSpec, arch: Architecture) -> str:
+        """The group tag of ``spec``'s shared tensors in ``arch``: its split decisions'
+        values for a neck or head op of a split supernet, else none."""
+        if not _is_split(spec.role, self.split):
+            return ""
+        return _group_tag({d: self._choices[d].index(arch.sample[d]) for d in self.split})
 
-    def _plan(self, spec: OpSpec, group: str = "") -> list[tuple[str, str, torch.Size]]:
-        """``(tensor name in the op, shared name, shape)`` for each tensor of ``spec``."""
-        key = (spec.role, spec.key, group)
+    def _plan(self, spec: OpSpec, tag: str) -> list[tuple[str, str, torch.Size]]:
+        """``(tensor name in the op, shared name, shape)`` for each tensor of ``spec`` in
+        the group ``tag`` (see :meth:`_tag`)."""
+        key = (spec.role, spec.key, tag)
         if key not in self._plans:
-            self._plans[key] = [(tensor, shared_name(spec.role, spec.kind, tensor) + group, value.shape)
+            self._plans[key] = [(tensor, _in_group(shared_name(spec.role, spec.kind, tensor), tag), value.shape)
                                 for tensor, value in self._skeleton(spec).state_dict().items()]
         return self._plans[key]
 
     def _slices(self, spec: OpSpec, arch: Architecture) -> Callable[[], dict[str, torch.Tensor]]:
-        plan = self._plan(spec, self._group(spec, arch))
+        plan = self._plan(spec, self._tag(spec, arch))
         return lambda: {tensor: take(self._shared(name), shape) for tensor, name, shape in plan}
 
     def missing(self, arch: Architecture) -> list[tuple[OpSpec, str]]:
@@ -269,7 +289,7 @@ class Supernet(nn.Module):
         step ever gave a gradient, e.g. the SE of a position only sampled without SE.
         (Counted per shared tensor: a tensor trained only through narrower ops counts.)"""
         return [(spec, tensor) for spec in self.space.ops(arch)
-                for tensor, name, _ in self._plan(spec, self._group(spec, arch))
+                for tensor, name, _ in self._plan(spec, self._tag(spec, arch))
                 if name in self._weight_index and self.trained_steps[self._weight_index[name]] == 0]
 
     def count_trained(self) -> None:
@@ -624,7 +644,8 @@ class SupernetScore(Evaluator):
     ``batch_size`` training images.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
-    defaults to the data the supernet was trained on. The checkpoint is read once. An
+    defaults to the data the supernet was trained on; a split supernet's ``split`` comes
+    from the checkpoint too. The checkpoint is read once. An
     architecture with a (role, kind) the supernet never sampled raises
     :class:`UntrainedOpsError` (the trial fails).
     """

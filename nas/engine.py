@@ -151,14 +151,14 @@ def evaluate_candidate(arch: Architecture, space: SearchSpace, evaluators: list[
         return "failed", metrics, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
 
 
-def check_strategy(cfg: SearchConfig) -> None:
+def check_strategy(cfg: SearchConfig, budget_from: str = "config field 'budget'") -> None:
     """InputError for an unknown strategy or option, or a budget that cannot evaluate
-    every architecture the strategy will propose (e.g. darts ``candidates`` above
-    ``budget``). Run before anything is written."""
+    every architecture the strategy may propose (e.g. darts ``candidates`` above
+    ``budget``). Run before anything is written, after the config's plugins are imported."""
     wanted = checked_strategy_class(cfg.strategy.name, cfg.strategy.options).proposals(cfg.strategy.options)
     if wanted is not None and cfg.budget < wanted:
-        raise InputError(f"config field 'budget' is {cfg.budget}, below the {wanted} architectures strategy "
-                         f"{cfg.strategy.name!r} will propose with its options; set budget to at least {wanted}")
+        raise InputError(f"{budget_from} is {cfg.budget}, below the up to {wanted} architectures strategy "
+                         f"{cfg.strategy.name!r} proposes with its options; set it to at least {wanted}")
 
 
 def worker_name() -> str:
@@ -187,23 +187,24 @@ class Engine:
     # ----- construction -----------------------------------------------------------------
     @classmethod
     def new(cls, cfg: SearchConfig, run_dir, progress: bool = True) -> "Engine":
+        engine = cls(cfg, run_dir, progress)  # imports the config's plugins; writes nothing
         check_strategy(cfg)
-        engine = cls(cfg, run_dir, progress)
         engine.folder.create(cfg)
         engine._restore_strategy()
         return engine
 
     @classmethod
     def resume(cls, run_dir, progress: bool = True, budget: int | None = None) -> "Engine":
-        folder = RunFolder(run_dir)
-        cfg = folder.config()
-        if budget is not None and budget != cfg.budget:
-            from dataclasses import replace
+        from dataclasses import replace
 
-            cfg = replace(cfg, budget=budget)
-            check_strategy(cfg)
+        folder = RunFolder(run_dir)
+        saved = folder.config()
+        new_budget = budget is not None and budget != saved.budget
+        cfg = replace(saved, budget=budget) if new_budget else saved
+        engine = cls(cfg, run_dir, progress)  # imports the config's plugins; writes nothing
+        if new_budget:
+            check_strategy(cfg, "--budget")
             save_config(cfg, folder.path / "config.yaml")
-        engine = cls(cfg, run_dir, progress)
         engine._restore_strategy()
         return engine
 

@@ -8,6 +8,7 @@ from evaluators.base import Evaluator, register_evaluator
 from nas.config import ConfigError, config_from_dict, load_config
 from nas.engine import Engine, RunFolder
 from nas.testing.toy_space import toy_metrics
+from search_spaces.errors import InputError
 
 
 @register_evaluator("toy_table")
@@ -177,3 +178,27 @@ def test_shipped_configs_load_and_build_their_strategy(name, tmp_path):
     cfg = load_config(path)
     engine = Engine(cfg, tmp_path / "run", progress=False)
     assert engine.new_strategy() is not None and engine.evaluators()
+
+
+def test_strategy_from_a_config_import_is_checked_after_the_import(tmp_path, monkeypatch):
+    """A strategy registered by a module under ``imports:`` is known to the engine's
+    checks (they run after the import), and a budget below what a strategy may propose
+    is refused on resume too, leaving the saved config as it was."""
+    (tmp_path / "my_strategies.py").write_text(
+        "from nas.strategies import register_strategy\n"
+        "from nas.strategies.random_search import RandomSearch\n"
+        "class Capped(RandomSearch):\n"
+        "    @classmethod\n"
+        "    def proposals(cls, options):\n"
+        "        return 3\n"
+        "register_strategy('capped_random')(Capped)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = config_from_dict({"space": {"name": "toy"}, "strategy": {"name": "capped_random"}, "budget": 3, "seed": 1,
+                            "imports": ["my_strategies", "nas.testing.fake_evaluators"],
+                            "evaluators": ["toy_latency", "toy_accuracy"], "objective": {"mode": "accuracy"}})
+    engine = Engine.new(cfg, tmp_path / "run", progress=False)
+    assert type(engine.strategy).__name__ == "Capped"
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    with pytest.raises(InputError, match="--budget is 2, below the up to 3 architectures"):
+        Engine.resume(tmp_path / "run", progress=False, budget=2)
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved

@@ -77,7 +77,6 @@ def test_export_cli_checks_against_torch(tmp_path):
     (("export", "--out", "x.onnx"), "give an architecture or --weights"),
     (("export", "--out", "x.onnx", "--weights", "/nonexistent.pt"), "checkpoint /nonexistent.pt does not exist"),
     (("space", "sample", "--n", "abc"), "invalid int value"),
-    (("search", "--strategy", "nope", "--out", "never-created"), "unknown strategy 'nope'"),
 ])
 def test_usage_errors_exit_2_without_traceback(args, message):
     out = run_nas(*args)
@@ -86,14 +85,18 @@ def test_usage_errors_exit_2_without_traceback(args, message):
     assert "Traceback" not in out.stderr
 
 
-def test_unknown_strategy_option_exits_2_before_the_run_folder_exists(tmp_path, capsys):
+@pytest.mark.parametrize("strategy, message", [
+    ("{name: random, options: {colour: red}}", "strategy 'random': unknown option(s) ['colour'] in config field 'strategy.options'"),
+    ("{name: nope}", "unknown strategy 'nope'"),
+])
+def test_unknown_strategy_or_option_exits_2_before_the_run_folder_exists(strategy, message, tmp_path, capsys):
     from nas.cli import main
 
     config = tmp_path / "search.yaml"
-    config.write_text("strategy: {name: random, options: {colour: red}}\nbudget: 2\n")
+    config.write_text(f"strategy: {strategy}\nbudget: 2\n")
     code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and "unknown option(s) ['colour']" in err and "'strategy.options'" in err
+    assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 

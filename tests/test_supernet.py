@@ -239,13 +239,18 @@ def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tm
     assert all(torch.equal(a[k], a2[k]) for k in head)            # the other depth's head: untouched
     assert any(not torch.equal(b[k], b2[k]) for k in head)        # the trained path's own head moved
     assert any(not torch.equal(a[k], a2[k]) for k in stem)        # the backbone is shared
+    widths = space.decisions()["s1.width"]
+    other_backbone = space.from_sample({**deep.sample, "s1.width": next(w for w in widths if w != deep.sample["s1.width"])})
+    c = net.extract(other_backbone)
+    assert all(torch.equal(c[k], b2[k]) for k in head)            # the same group shares its head
     with pytest.raises(InputError, match="not decisions"):
         Supernet(space, ("neck.colour",))
+    assert Supernet(space, ("s3.width",)).split == ("s3.width",)  # float values name no tensor
 
-    out = tmp_path / "split.pt"
+    out = tmp_path / "few_shot.pt"
     train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split)
     assert load_checkpoint(out)["train"]["split"] == list(split)
     ev = get_evaluator("supernet", checkpoint=str(out), data={"source": tiny_data3.source, "n_train": 16, "n_val": 8})
     assert ev.prepare(space).split == split
-    with pytest.raises(InputError, match="split"):  # resuming without the split is refused
-        train_supernet(space, tiny_data3, 3, BATCH, SEED, out, progress=False)
+    with pytest.raises(InputError, match=r"split=\['neck.depth', 'head.depth'\] \(now None\)"):
+        train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without the split

@@ -37,7 +37,7 @@ def train(args):
         raise InputError(str(exc)) from None
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
-                         split=tuple(d for d in args.split.split(",") if d))
+                         split=tuple(d.strip() for d in args.split.split(",") if d.strip()))
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
     loss = f", loss {sum(tail) / len(tail):.3f} (last {len(tail)} steps)" if tail else ""

@@ -83,9 +83,9 @@ class Strategy(ABC):
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
-        """How many architectures a strategy built with ``options`` will propose in all,
-        when that is fixed in advance (None: open-ended). The engine refuses a budget
-        smaller than this, which would leave proposals unevaluated without a word."""
+        """The most architectures a strategy built with ``options`` proposes in all, when
+        that is fixed in advance (None: open-ended). The engine refuses a budget smaller
+        than this, which would leave proposals unevaluated without a word."""
         return None
 
     # ----- helpers for subclasses -----------------------------------------------------
@@ -199,4 +199,8 @@ def checked_strategy_class(name: str, options: Mapping[str, Any]) -> type[Strate
 
 def get_strategy(name: str, space: SearchSpace, objective: Objective, seed: int = 0, **options: Any) -> Strategy:
     """Construct a registered strategy; ``options`` are its keyword arguments."""
-    return checked_strategy_class(name, options)(space, objective, seed=seed, **options)
+    cls = checked_strategy_class(name, options)
+    try:
+        return cls(space, objective, seed=seed, **options)
+    except TypeError as exc:  # a strategy taking **kwargs passes them on: name it in the message
+        raise TypeError(f"strategy {name!r}: {exc}") from None

@@ -665,9 +665,11 @@ class DartsStrategy(Strategy):
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
-                            factorized=bool(factorized))
+                            factorized=factorized)
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
+        if not isinstance(factorized, bool):
+            raise InputError(f"darts option 'factorized': {factorized!r} is not true or false")
         widths = space.decisions()[f"{STAGES[0].name}.width"]
         chosen = list(width) if isinstance(width, (list, tuple)) else [width]
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
@@ -759,7 +761,12 @@ class DartsStrategy(Strategy):
         if ck and ck["state"].get("fixed", self.fixed) != self.fixed:
             raise InputError(f"{self.checkpoint_path} was trained with darts option fixed {ck['state']['fixed']}, the "
                              f"config asks for {self.fixed}; set fixed to {ck['state']['fixed']} or start a new run")
-        net = DartsSupernet(self.space, width, self.fixed, self.kinds, self.options["factorized"])
+        factorized = self.options["factorized"]
+        if ck and ck["state"].get("factorized", False) != factorized:
+            raise InputError(f"{self.checkpoint_path} was trained with darts option factorized "
+                             f"{ck['state'].get('factorized', False)}, the config asks for {factorized}; set it back "
+                             f"or start a new run")
+        net = DartsSupernet(self.space, width, self.fixed, self.kinds, factorized)
         expected = ExpectedLatency(net, table)
         train_data, _ = DataConfig(**self.data_options).load(self.space.settings()["input_size"])
         half = len(train_data) // 2
@@ -768,18 +775,18 @@ class DartsStrategy(Strategy):
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=o["a_lr"], betas=(0.5, 0.999))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        state = {"step": 0, "lam": o["lam"], "history": [], "width": width, "fixed": self.fixed}
+        state = {"step": 0, "lam": o["lam"], "history": [], "width": width, "fixed": self.fixed, "factorized": factorized}
         if ck:
             try:
                 net.load_state_dict(ck["net"])
             except RuntimeError:  # a checkpoint from before widths were recorded, or other options
                 raise InputError(f"{self.checkpoint_path} does not fit the supernet at width {width} with these "
-                                 f"options (kinds, fixed, factorized); set the darts options it was trained with, or start a new run") from None
+                                 f"options (kinds, fixed); set the darts options it was trained with, or start a new run") from None
             w_opt.load_state_dict(ck["w_opt"])
             a_opt.load_state_dict(ck["a_opt"])
             gen.set_state(ck["gen"])
             rng.bit_generator.state = ck["rng"]
-            state = {**ck["state"], "width": width, "fixed": self.fixed}
+            state = {**ck["state"], "width": width, "fixed": self.fixed, "factorized": factorized}
         cfg = TrainConfig(batch_size=o["batch_size"], seed=self.seed)
         warmup = int(o["warmup_fraction"] * o["steps"])
         tau0, tau1 = o["tau"]
