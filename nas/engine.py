@@ -157,8 +157,8 @@ def check_strategy(cfg: SearchConfig, budget_from: str = "config field 'budget'"
     ``budget``). Run before anything is written, after the config's plugins are imported."""
     wanted = checked_strategy_class(cfg.strategy.name, cfg.strategy.options).proposals(cfg.strategy.options)
     if wanted is not None and cfg.budget < wanted:
-        raise InputError(f"{budget_from} is {cfg.budget}, below the up to {wanted} architectures strategy "
-                         f"{cfg.strategy.name!r} proposes with its options; set it to at least {wanted}")
+        raise InputError(f"{budget_from} is {cfg.budget}, but strategy {cfg.strategy.name!r} may propose up to "
+                         f"{wanted} architectures with its options; set it to at least {wanted}")
 
 
 def worker_name() -> str:

@@ -199,6 +199,6 @@ def test_strategy_from_a_config_import_is_checked_after_the_import(tmp_path, mon
     engine = Engine.new(cfg, tmp_path / "run", progress=False)
     assert type(engine.strategy).__name__ == "Capped"
     saved = (tmp_path / "run" / "config.yaml").read_text()
-    with pytest.raises(InputError, match="--budget is 2, below the up to 3 architectures"):
+    with pytest.raises(InputError, match="--budget is 2, but strategy 'capped_random' may propose up to 3"):
         Engine.resume(tmp_path / "run", progress=False, budget=2)
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
