@@ -212,9 +212,11 @@ class Supernet(nn.Module):
     names whose every value combination gets its own copy of the neck and head tensors
     (a path uses its combination's copy); the backbone stays shared. Why: trained fully
     shared, the supernet scores deeper necks and heads far above what training them
-    alone gives (session 10: over the 32 networks of bench/proxy_ranking.py, Spearman of
-    head depth with the sandwich supernet's score +0.52, with their trained mAP +0.04;
-    neck depth +0.42 against -0.23), so one shared neck and head serve every depth badly.
+    alone gives (session 10, ``bench/proxy_marginals.py`` over the 32 networks of
+    bench/proxy_ranking.py: Spearman of head depth with the sandwich supernet's score
+    +0.52, with their trained mAP +0.04; neck depth +0.42 against -0.23), so one shared
+    neck and head serve every depth badly. Split by both (uniform sampling, 3,000 steps)
+    it ranks at 0.491 against 0.237 unsplit (BENCHMARKS.md).
     Each group's neck and head train only on the steps that sample it (1/9 of them for
     neck and head depth under uniform sampling); with ``sandwich`` sampling the largest
     and smallest paths always train the deepest and the shallowest group, so the groups

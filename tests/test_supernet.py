@@ -254,3 +254,25 @@ def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tm
     assert ev.prepare(space).split == split
     with pytest.raises(InputError, match=r"split=\['neck.depth', 'head.depth'\] \(now None\)"):
         train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without the split
+
+
+def test_proxy_marginals_reads_a_ranking_output(capsys):
+    """bench/proxy_marginals.py on a committed bench/proxy_ranking.py output: its overall
+    Spearman is the one that output printed for the supernet."""
+    import re
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    output = root / "bench" / "results" / "proxy_ranking_supernet_split.txt"
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from proxy_marginals import main
+    finally:
+        sys.path.remove(str(root / "bench"))
+    assert main([str(output)]) == 0
+    printed = capsys.readouterr().out
+    overall = float(re.search(r"^overall\s+(\S+)", printed, re.M).group(1))
+    table = float(re.search(r"^supernet_map50\s+(\S+)", output.read_text(), re.M).group(1))
+    assert overall == pytest.approx(table, abs=1e-3)
+    assert re.search(r"^head\.depth\s+0\.04\s", printed, re.M)  # the trained mAP's column

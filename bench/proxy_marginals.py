@@ -1,0 +1,78 @@
+"""Where a proxy disagrees with training, decision by decision.
+
+Reads a ``bench/proxy_ranking.py`` output (its per-network table) and prints, for each
+neck/head decision and for the share of each block kind, the Spearman correlation of
+that decision with the trained mAP@.5 and with a proxy's score (default the supernet's).
+A decision the proxy favours and training does not (session 10: neck and head depth
+for the fully shared supernets) is where its weight sharing misleads it.
+
+    python bench/proxy_marginals.py bench/results/proxy_ranking_supernet_sandwich.txt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import proxy_ranking  # noqa: E402
+from search_spaces import get_space  # noqa: E402
+
+MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
+KINDS = ("ir", "dsconv", "shuffle", "ghost")
+STAGES = ("s1", "s2", "s3", "s4", "s5")
+
+
+def read_table(path: Path, column: str) -> list[tuple[str, float, float]]:
+    """``(network name, trained map50, column)`` per row of the output's table."""
+    lines = path.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("arch "))
+    header = lines[start].split()
+    if column not in header:
+        raise SystemExit(f"{path}: no column {column!r} (columns: {header[1:]})")
+    rows = []
+    for line in lines[start + 1:]:
+        parts = line.split()
+        if not parts:
+            break
+        rows.append((parts[0], float(parts[1]), float(parts[header.index(column)])))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("output", type=Path, help="a bench/proxy_ranking.py output file")
+    p.add_argument("--score", default="supernet_map50", help="the proxy's column")
+    p.add_argument("--n", type=int, default=24, help="random networks the output was run with (its --n)")
+    p.add_argument("--seed", type=int, default=0, help="its --seed")
+    p.add_argument("--input-size", type=int, default=128, help="its --input-size")
+    args = p.parse_args(argv)
+    space = get_space("cpu_detector", input_size=args.input_size)
+    archs = dict(proxy_ranking.architectures(space, args.n, args.seed))
+    rows = [(archs[name].sample, trained, score) for name, trained, score in read_table(args.output, args.score)]
+
+    def blocks(s):
+        return [f"{st}.b{j}" for st in STAGES for j in range(s[f"{st}.depth"])]
+
+    features = {name: (lambda s, name=name: float(s[name])) for name in MACRO}
+    features.update({f"share {k}": (lambda s, k=k: sum(s[f"{b}.kind"] == k for b in blocks(s)) / len(blocks(s)))
+                     for k in KINDS})
+    features["blocks"] = lambda s: float(len(blocks(s)))
+    trained = [t for _, t, _ in rows]
+    scores = [q for _, _, q in rows]
+    print(f"{args.output} ({len(rows)} networks): Spearman of each decision with the trained map50 and with {args.score}")
+    print(f"{'decision':<16} {'trained':>8} {args.score:>16}")
+    for name, f in features.items():
+        x = [f(s) for s, _, _ in rows]
+        print(f"{name:<16} {spearmanr(x, trained)[0]:>8.2f} {spearmanr(x, scores)[0]:>16.2f}")
+    print(f"{'overall':<16} {'':>8} {spearmanr(trained, scores)[0]:>16.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
