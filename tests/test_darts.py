@@ -201,8 +201,27 @@ def test_narrow_split_shuffle_uses_every_live_channel():
             assert float((op(bumped)[:, :16] - base[:, :16]).abs().max()) > 0, f"live input channel {c} is ignored"
 
 
-def test_latency_term_alone_moves_widths_and_neck_cheaper(space, table_path):
-    table = LatencyTable.load(table_path, space)
+@pytest.fixture(scope="module")
+def by_size_table_path(space, table_path, tmp_path_factory):
+    """The tiny table with each op's time replaced by its parameter count (1 ms per
+    10,000, plus 1 µs): wider is always dearer. At 64 px the measured times of a
+    narrow and a wide op can differ by less than their noise (a CI run once timed
+    s3's wide blocks below its narrow ones), so a test of which way the latency
+    gradient pushes needs times that order the widths for sure."""
+    from search_spaces.ops import make_op
+
+    data = TableData.load(table_path)
+    for spec in DartsSupernet(space, WIDTHS, {}, KINDS).all_specs():
+        if spec.key in data.ops:
+            n = sum(p.numel() for p in make_op(spec).parameters())
+            data.ops[spec.key].update(ms=1e-3 + n / 1e4, median_ms=1e-3 + n / 1e4)
+    path = tmp_path_factory.mktemp("darts_by_size") / "table.json"
+    data.save(path)
+    return path
+
+
+def test_latency_term_alone_moves_widths_and_neck_cheaper(space, by_size_table_path):
+    table = LatencyTable.load(by_size_table_path, space)
     net = DartsSupernet(space, WIDTHS, {}, KINDS)
     expected = ExpectedLatency(net, table)
     start = float(expected(net.probabilities()).detach())
