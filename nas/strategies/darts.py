@@ -543,6 +543,12 @@ class DartsSupernet(nn.Module):
         return self._arch_from_choices(choices, list(axes) if axes is not None else self._largest())
 
 
+def _check_candidates(candidates) -> int:
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+        raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
+    return candidates
+
+
 def _closest(measured: Sequence[dict], target: float) -> dict | None:
     """The timing (``measured_ms``) closest to ``target``; None if there is none."""
     return min(measured, key=lambda m: abs(m["measured_ms"] / target - 1), default=None)
@@ -666,8 +672,7 @@ class DartsStrategy(Strategy):
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
                             factorized=factorized)
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
+        _check_candidates(candidates)
         if not isinstance(factorized, bool):
             raise InputError(f"darts option 'factorized': {factorized!r} is not true or false")
         widths = space.decisions()[f"{STAGES[0].name}.width"]
@@ -695,9 +700,9 @@ class DartsStrategy(Strategy):
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
-        """The derived network and the sampled ones: ``candidates``."""
-        candidates = options.get("candidates", 1)
-        return candidates if isinstance(candidates, int) and not isinstance(candidates, bool) else None
+        """The derived network and the sampled ones: ``candidates`` (checked here too, so a
+        bad value is refused before the run folder is written)."""
+        return _check_candidates(options.get("candidates", 1))
 
     # ----- the strategy interface ---------------------------------------------------------
     def ask(self) -> Architecture | None:
