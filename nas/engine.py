@@ -151,11 +151,15 @@ def evaluate_candidate(arch: Architecture, space: SearchSpace, evaluators: list[
         return "failed", metrics, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"
 
 
-def check_strategy(cfg: SearchConfig, budget_from: str = "config field 'budget'") -> None:
-    """InputError for an unknown strategy or option, or a budget that cannot evaluate
-    every architecture the strategy may propose (e.g. darts ``candidates`` above
-    ``budget``). Run before anything is written, after the config's plugins are imported."""
-    wanted = checked_strategy_class(cfg.strategy.name, cfg.strategy.options).proposals(cfg.strategy.options)
+def check_strategy(cfg: SearchConfig, space: SearchSpace, objective: Objective,
+                   budget_from: str = "config field 'budget'") -> None:
+    """InputError for an unknown strategy, an unknown or bad option (the strategy's own
+    ``check_options``), or a budget that cannot evaluate every architecture the strategy
+    may propose (e.g. darts ``candidates`` above ``budget``). Run before anything is
+    written, after the config's plugins are imported."""
+    cls = checked_strategy_class(cfg.strategy.name, cfg.strategy.options)
+    cls.check_options(space, objective, cfg.strategy.options)
+    wanted = cls.proposals(cfg.strategy.options)
     if wanted is not None and cfg.budget < wanted:
         raise InputError(f"{budget_from} is {cfg.budget}, but strategy {cfg.strategy.name!r} may propose up to "
                          f"{wanted} architectures with its options; set it to at least {wanted}")
@@ -188,7 +192,7 @@ class Engine:
     @classmethod
     def new(cls, cfg: SearchConfig, run_dir, progress: bool = True) -> "Engine":
         engine = cls(cfg, run_dir, progress)  # imports the config's plugins; writes nothing
-        check_strategy(cfg)
+        check_strategy(cfg, engine.space, engine.objective)
         engine.folder.create(cfg)
         engine._restore_strategy()
         return engine
@@ -203,7 +207,7 @@ class Engine:
         cfg = replace(saved, budget=budget) if new_budget else saved
         engine = cls(cfg, run_dir, progress)  # imports the config's plugins; writes nothing
         if new_budget:
-            check_strategy(cfg, "--budget")
+            check_strategy(cfg, engine.space, engine.objective, "--budget")
             save_config(cfg, folder.path / "config.yaml")
         engine._restore_strategy()
         return engine

@@ -412,18 +412,22 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
         assert (tmp_path / "sw" / row["variant"] / "report.md").exists() and row["trials"] == 1
 
 
-@pytest.mark.parametrize("candidates, message", [
-    ("3", "'budget' is 2, but strategy 'darts' may propose up to 3"),
-    ("two", "darts option 'candidates': 'two' is not a whole number >= 1"),
+@pytest.mark.parametrize("option, message", [
+    ("candidates: 3", "'budget' is 2, but strategy 'darts' may propose up to 3"),
+    ("candidates: two", "darts option 'candidates': 'two' is not a whole number >= 1"),
+    ("factorized: 'no'", "darts option 'factorized': 'no' is not true or false"),
+    ("width: 0.6", "darts option 'width': 0.6 is not one of the space's widths"),
+    ("fixed: {neck.depth: 7}", "darts option 'fixed': neck.depth=7 is not a neck/head decision"),
+    ("kinds: [conv7]", "darts option 'kinds': ['conv7'] not in the space's block kinds"),
 ])
-def test_budget_below_the_candidates_is_refused_before_anything_is_written(candidates, message, tmp_path, capsys):
-    """The engine asks the strategy how many networks it will propose; a budget that
-    would leave some unevaluated, or a bad count, is a usage error, and no run folder
-    is created."""
+def test_bad_options_or_budget_are_refused_before_anything_is_written(option, message, tmp_path, capsys):
+    """The engine asks the strategy to check its options and how many networks it will
+    propose; a bad value, or a budget that would leave some unevaluated, is a usage
+    error, and no run folder is created."""
     from nas.cli import main
 
     config = tmp_path / "darts.yaml"
-    config.write_text(f"strategy: {{name: darts, options: {{candidates: {candidates}, steps: 1, measure_rounds: 0, "
+    config.write_text(f"strategy: {{name: darts, options: {{{option}, steps: 1, measure_rounds: 0, "
                       f"data: {{n_train: 8, n_val: 4}}}}}}\nbudget: 2\nobjective: {{mode: soft, target_ms: 3.0}}\n"
                       "evaluators: [params_flops]\n")  # small, should the check ever let it run
     code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])

@@ -88,8 +88,13 @@ def test_usage_errors_exit_2_without_traceback(args, message):
 @pytest.mark.parametrize("strategy, message", [
     ("{name: random, options: {colour: red}}", "strategy 'random': unknown option(s) ['colour'] in config field 'strategy.options'"),
     ("{name: nope}", "unknown strategy 'nope'"),
+    ("{name: evolution, options: {population_size: 0}}", "evolution option 'population_size': 0 is not a whole number >= 1"),
+    ("{name: evolution, options: {population_size: 4}}", "evolution option 'sample_size' (10) is larger than 'population_size' (4)"),
+    ("{name: rl, options: {reward_shaping: best}}", "rl option 'reward_shaping': 'best' is not 'rank' or 'std'"),
+    ("{name: rl, options: {learning_rate: '0.1'}}", "rl option 'learning_rate': '0.1' is not a number > 0"),
+    ("{name: random, options: {max_tries: 2.5}}", "random option 'max_tries': 2.5 is not a whole number >= 1"),
 ])
-def test_unknown_strategy_or_option_exits_2_before_the_run_folder_exists(strategy, message, tmp_path, capsys):
+def test_unknown_or_bad_strategy_options_exit_2_before_the_run_folder_exists(strategy, message, tmp_path, capsys):
     from nas.cli import main
 
     config = tmp_path / "search.yaml"

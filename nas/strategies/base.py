@@ -82,6 +82,12 @@ class Strategy(ABC):
         """Restore what :meth:`state_dict` returned, on a freshly constructed instance."""
 
     @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        """InputError for an option value this strategy would refuse with this space and
+        objective. Constructs nothing and writes nothing, so the engine calls it before the
+        run folder is created; constructors call it too, so the rules live in one place."""
+
+    @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
         """The most architectures a strategy built with ``options`` proposes in all, when
         that is fixed in advance (None: open-ended). The engine refuses a budget smaller
@@ -92,6 +98,17 @@ class Strategy(ABC):
     def _key(self, arch: Architecture) -> str:
         """Identity of the network: the canonical form's id (equal networks, equal keys)."""
         return self.space.canonicalize(arch).id
+
+
+def check_number(strategy: str, options: Mapping[str, Any], name: str, rule: str,
+                 ok: Callable[[float], bool]) -> None:
+    """InputError unless option ``name``, when given, is a number (not a bool) for which
+    ``ok`` holds; ``rule`` says which numbers are allowed (e.g. "a whole number >= 1")."""
+    if name not in options:
+        return
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise InputError(f"{strategy} option {name!r}: {value!r} is not {rule}")
 
 
 def is_failure(result: Result) -> bool:

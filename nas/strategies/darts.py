@@ -118,7 +118,7 @@ from search_spaces.files import atomic_write
 from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_divisible, make_op
 
 from ..objectives import Objective
-from .base import Result, Strategy, register_strategy
+from .base import Result, Strategy, check_number, register_strategy
 
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
@@ -544,8 +544,8 @@ class DartsSupernet(nn.Module):
 
 
 def _check_candidates(candidates) -> int:
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise InputError(f"darts option 'candidates': {candidates!r} is not a whole number >= 1")
+    check_number("darts", {"candidates": candidates}, "candidates", "a whole number >= 1",
+                 lambda v: isinstance(v, int) and v >= 1)
     return candidates
 
 
@@ -666,30 +666,14 @@ class DartsStrategy(Strategy):
                  measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
-        if objective.target_ms is None:
-            raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
+        self.check_options(space, objective, dict(width=width, fixed=fixed, kinds=kinds, candidates=candidates,
+                                                  factorized=factorized))
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
                             factorized=factorized)
-        _check_candidates(candidates)
-        if not isinstance(factorized, bool):
-            raise InputError(f"darts option 'factorized': {factorized!r} is not true or false")
-        widths = space.decisions()[f"{STAGES[0].name}.width"]
-        chosen = list(width) if isinstance(width, (list, tuple)) else [width]
-        if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
-            raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
-                             f"a list of them, 'auto' or 'search'")
         self.fixed = dict(DEFAULT_FIXED if fixed is None else fixed)
-        decisions = space.decisions()
-        for name, value in self.fixed.items():
-            if name not in MACRO or value not in decisions[name]:
-                raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
-                                 f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
         self.kinds = tuple(kinds or space.block_kinds)
-        unknown = [k for k in self.kinds if k not in space.block_kinds]
-        if unknown:
-            raise InputError(f"darts option 'kinds': {unknown} not in the space's block kinds {list(space.block_kinds)}")
         self.data_options = dict(data or {})
         self.table_path, self.checkpoint_path = table, checkpoint_path
         self.checkpoint_every, self.progress = checkpoint_every, progress
@@ -697,6 +681,34 @@ class DartsStrategy(Strategy):
         self.asked = 0                 # derived networks handed out by this process
         self.told: list[str] = []      # ids of those whose results came back
         self.report: dict[str, Any] = {}
+
+    @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        """The options a darts search refuses, named, before anything is trained or written:
+        no latency target, and bad ``candidates``, ``factorized``, ``width``, ``fixed`` or
+        ``kinds`` values (only those given are checked)."""
+        if objective.target_ms is None:
+            raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
+        _check_candidates(options.get("candidates", 1))
+        if not isinstance(options.get("factorized", False), bool):
+            raise InputError(f"darts option 'factorized': {options['factorized']!r} is not true or false")
+        decisions = space.decisions()
+        width = options.get("width", "auto")
+        widths = decisions[f"{STAGES[0].name}.width"]
+        chosen = list(width) if isinstance(width, (list, tuple)) else [width]
+        if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
+            raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
+                             f"a list of them, 'auto' or 'search'")
+        fixed = options.get("fixed")
+        if fixed is not None and not isinstance(fixed, Mapping):
+            raise InputError(f"darts option 'fixed': {fixed!r} is not a mapping of neck/head decisions to values")
+        for name, value in (fixed or {}).items():
+            if name not in MACRO or value not in decisions[name]:
+                raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
+                                 f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
+        unknown = [k for k in options.get("kinds") or () if k not in space.block_kinds]
+        if unknown:
+            raise InputError(f"darts option 'kinds': {unknown} not in the space's block kinds {list(space.block_kinds)}")
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:

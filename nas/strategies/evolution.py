@@ -37,10 +37,11 @@ from typing import Any, Mapping
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
+from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective, value_bounds
 from .base import (
-    Result, Strategy, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -59,14 +60,21 @@ class RegularizedEvolution(Strategy):
     Failed trials are not added to the population (they are remembered as seen).
     """
 
+    @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        for name in ("population_size", "sample_size", "max_tries"):
+            check_number("evolution", options, name, "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
+        population, sample = options.get("population_size", 10), options.get("sample_size", 10)
+        if sample > population:
+            raise InputError(f"evolution option 'sample_size' ({sample}) is larger than 'population_size' "
+                             f"({population}); a tournament draws from the population, so set it at most {population}")
+
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  population_size: int = 10, sample_size: int = 10, max_tries: int = 20,
                  avoid_duplicates: bool = True, reuse_results: bool = True) -> None:
         super().__init__(space, objective, seed)
-        if population_size < 1 or not 1 <= sample_size <= population_size:
-            raise ValueError(f"need population_size >= sample_size >= 1, got P={population_size}, S={sample_size}")
-        if max_tries < 1:
-            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        self.check_options(space, objective, dict(population_size=population_size, sample_size=sample_size,
+                                                  max_tries=max_tries))
         self.population_size = population_size
         self.sample_size = sample_size
         self.max_tries = max_tries

@@ -12,7 +12,7 @@ from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
 
 from ..objectives import Objective
-from .base import Result, Strategy, random_state_from_json, random_state_to_json, register_strategy
+from .base import Result, Strategy, check_number, random_state_from_json, random_state_to_json, register_strategy
 
 
 @register_strategy("random")
@@ -28,11 +28,15 @@ class RandomSearch(Strategy):
       ``enumerate_limit`` (65536): see above.
     """
 
+    @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        check_number("random", options, "max_tries", "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
+        check_number("random", options, "enumerate_limit", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  max_tries: int = 100, enumerate_limit: int = 65536) -> None:
         super().__init__(space, objective, seed)
-        if max_tries < 1:
-            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        self.check_options(space, objective, dict(max_tries=max_tries, enumerate_limit=enumerate_limit))
         self.max_tries = max_tries
         self.enumerate_limit = enumerate_limit
         self._seen: dict[str, None] = {}  # ordered set of canonical ids

@@ -45,10 +45,11 @@ import numpy as np
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
+from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective
 from .base import (
-    Result, Strategy, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -71,14 +72,22 @@ class ReinforceStrategy(Strategy):
     2000-2299): lr in {0.02..0.4}, decay in {0.8, 0.9, 0.95}, entropy in {0, 0.05}.
     """
 
+    @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        check_number("rl", options, "learning_rate", "a number > 0", lambda v: v > 0)
+        check_number("rl", options, "baseline_decay", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        check_number("rl", options, "entropy_weight", "a number >= 0", lambda v: v >= 0)
+        check_number("rl", options, "max_redraws", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        if options.get("reward_shaping", "rank") not in ("rank", "std"):
+            raise InputError(f"rl option 'reward_shaping': {options['reward_shaping']!r} is not 'rank' or 'std'")
+
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  learning_rate: float = 0.2, baseline_decay: float = 0.9, entropy_weight: float = 0.05,
                  reward_shaping: str = "rank", reuse_results: bool = True, max_redraws: int = 100) -> None:
         super().__init__(space, objective, seed)
-        if learning_rate <= 0 or not 0 <= baseline_decay < 1 or entropy_weight < 0 or max_redraws < 0:
-            raise ValueError("need learning_rate > 0, 0 <= baseline_decay < 1, entropy_weight >= 0, max_redraws >= 0")
-        if reward_shaping not in ("rank", "std"):
-            raise ValueError(f"reward_shaping must be 'rank' or 'std', got {reward_shaping!r}")
+        self.check_options(space, objective, dict(learning_rate=learning_rate, baseline_decay=baseline_decay,
+                                                  entropy_weight=entropy_weight, reward_shaping=reward_shaping,
+                                                  max_redraws=max_redraws))
         self.reward_shaping = reward_shaping
         self.learning_rate = learning_rate
         self.baseline_decay = baseline_decay
