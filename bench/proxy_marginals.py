@@ -22,10 +22,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import proxy_ranking  # noqa: E402
 from search_spaces import get_space  # noqa: E402
-
-MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
-KINDS = ("ir", "dsconv", "shuffle", "ghost")
-STAGES = ("s1", "s2", "s3", "s4", "s5")
+from search_spaces.cpu_detector import STAGES  # noqa: E402
 
 
 def read_table(path: Path, column: str) -> list[tuple[str, float, float]]:
@@ -57,11 +54,12 @@ def main(argv=None) -> int:
     rows = [(archs[name].sample, trained, score) for name, trained, score in read_table(args.output, args.score)]
 
     def blocks(s):
-        return [f"{st}.b{j}" for st in STAGES for j in range(s[f"{st}.depth"])]
+        return [f"{st.name}.b{j}" for st in STAGES for j in range(s[f"{st.name}.depth"])]
 
-    features = {name: (lambda s, name=name: float(s[name])) for name in MACRO}
+    macro = [name for name in space.decisions() if name.startswith(("neck.", "head."))]
+    features = {name: (lambda s, name=name: float(s[name])) for name in macro}
     features.update({f"share {k}": (lambda s, k=k: sum(s[f"{b}.kind"] == k for b in blocks(s)) / len(blocks(s)))
-                     for k in KINDS})
+                     for k in space.block_kinds})
     features["blocks"] = lambda s: float(len(blocks(s)))
     trained = [t for _, t, _ in rows]
     scores = [q for _, _, q in rows]
