@@ -25,22 +25,6 @@ from search_spaces import get_space  # noqa: E402
 from search_spaces.cpu_detector import STAGES  # noqa: E402
 
 
-def read_table(path: Path, column: str) -> list[tuple[str, float, float]]:
-    """``(network name, trained map50, column)`` per row of the output's table."""
-    lines = path.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("arch "))
-    header = lines[start].split()
-    if column not in header:
-        raise SystemExit(f"{path}: no column {column!r} (columns: {header[1:]})")
-    rows = []
-    for line in lines[start + 1:]:
-        parts = line.split()
-        if not parts:
-            break
-        rows.append((parts[0], float(parts[1]), float(parts[header.index(column)])))
-    return rows
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("output", type=Path, help="a bench/proxy_ranking.py output file")
@@ -51,7 +35,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     space = get_space("cpu_detector", input_size=args.input_size)
     archs = dict(proxy_ranking.architectures(space, args.n, args.seed))
-    rows = [(archs[name].sample, trained, score) for name, trained, score in read_table(args.output, args.score)]
+    table = proxy_ranking.read_architectures(args.output)
+    if args.score not in table[0]:
+        raise SystemExit(f"{args.output}: no column {args.score!r} (columns: {list(table[0])[1:]})")
+    rows = [(archs[row['name']].sample, row[proxy_ranking.TARGET], row[args.score]) for row in table]
 
     def blocks(s):
         return [f"{st.name}.b{j}" for st in STAGES for j in range(s[f"{st.name}.depth"])]

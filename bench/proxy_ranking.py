@@ -181,6 +181,23 @@ def print_architectures(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(f"{c:>14}" if i else f"{c:<22}" for i, c in enumerate(cells)))
 
 
+def read_architectures(path: Path) -> list[dict]:
+    """The per-network table an earlier run printed (:func:`print_architectures`), read
+    back from its saved output: one ``{"name": ..., column: value or None}`` per row."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("arch ")), None)
+    if start is None:
+        raise InputError(f"{path}: no per-network table (a line starting 'arch'); is it a proxy_ranking.py output?")
+    header = lines[start].split()
+    rows = []
+    for line in lines[start + 1:]:
+        parts = line.split()
+        if not parts:
+            break
+        rows.append({"name": parts[0], **{h: None if v == "-" else float(v) for h, v in zip(header[1:], parts[1:])}})
+    return rows
+
+
 def print_correlations(rows: list[dict], columns: list[str]) -> None:
     target = [row[TARGET] for row in rows]
     if len({t for t in target if t is not None}) < 2:
