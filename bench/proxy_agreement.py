@@ -25,26 +25,33 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import proxy_ranking  # noqa: E402
+from search_spaces import InputError  # noqa: E402
 
 
 def scores(path: Path, column: str, target: dict[str, float] | None) -> dict[str, float]:
-    """``column`` per network of one output; SystemExit if the output lacks the column,
-    or ranks other networks (or other trained values) than ``target``."""
-    table = proxy_ranking.read_architectures(path)
-    if column not in table[0]:
-        raise SystemExit(f"{path}: no column {column!r} (columns: {list(table[0])[1:]})")
-    if target is not None and {r["name"]: r[proxy_ranking.TARGET] for r in table} != target:
-        raise SystemExit(f"{path}: not the same networks and trained mAPs as the first output; "
-                         "compare outputs of one proxy_ranking.py cache")
-    return {r["name"]: r[column] for r in table if r[column] is not None}
+    """``column`` per network of one output; InputError if the output lacks the column,
+    or gives other trained mAPs than ``target`` for the networks both hold."""
+    table = proxy_ranking.read_architectures(path, column)
+    if target is not None and any(target.get(r["name"], r[proxy_ranking.TARGET]) != r[proxy_ranking.TARGET] for r in table):
+        raise InputError(f"{path}: other trained mAPs than the first output; "
+                         "compare outputs made from one proxy_ranking.py cache")
+    return {r["name"]: r[column] for r in table}
 
 
 def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except InputError as exc:  # a file that is not a proxy_ranking.py output: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("outputs", type=Path, nargs="+", help="bench/proxy_ranking.py output files")
     p.add_argument("--score", default="supernet_map50", help="the proxy's column (default supernet_map50)")
     args = p.parse_args(argv)
-    first = proxy_ranking.read_architectures(args.outputs[0])
+    first = proxy_ranking.read_architectures(args.outputs[0], args.score)
     target = {r["name"]: r[proxy_ranking.TARGET] for r in first}
     print("$ python " + " ".join(["bench/proxy_agreement.py", *(argv if argv is not None else sys.argv[1:])]))
     runs = {path.name: scores(path, args.score, target) for path in args.outputs}

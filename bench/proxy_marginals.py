@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import proxy_ranking  # noqa: E402
-from search_spaces import get_space  # noqa: E402
+from search_spaces import InputError, get_space  # noqa: E402
 from search_spaces.cpu_detector import STAGES  # noqa: E402
 
 
@@ -35,9 +35,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     space = get_space("cpu_detector", input_size=args.input_size)
     archs = dict(proxy_ranking.architectures(space, args.n, args.seed))
-    table = proxy_ranking.read_architectures(args.output)
-    if args.score not in table[0]:
-        raise SystemExit(f"{args.output}: no column {args.score!r} (columns: {list(table[0])[1:]})")
+    try:
+        table = proxy_ranking.read_architectures(args.output, args.score)
+    except InputError as exc:  # not a proxy_ranking.py output, or no such column: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     rows = [(archs[row['name']].sample, row[proxy_ranking.TARGET], row[args.score]) for row in table]
 
     def blocks(s):

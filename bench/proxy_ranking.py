@@ -181,20 +181,26 @@ def print_architectures(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(f"{c:>14}" if i else f"{c:<22}" for i, c in enumerate(cells)))
 
 
-def read_architectures(path: Path) -> list[dict]:
+def read_architectures(path: Path, column: str) -> list[dict]:
     """The per-network table an earlier run printed (:func:`print_architectures`), read
-    back from its saved output: one ``{"name": ..., column: value or None}`` per row."""
+    back from its saved output: ``{"name", TARGET, column}`` per row where both values
+    are known (a ``-`` cell, a proxy or training that failed, leaves the row out).
+    InputError if the file has no such table or no such column."""
     lines = path.read_text(encoding="utf-8").splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("arch ")), None)
     if start is None:
         raise InputError(f"{path}: no per-network table (a line starting 'arch'); is it a proxy_ranking.py output?")
     header = lines[start].split()
+    if column not in header[1:]:
+        raise InputError(f"{path}: no column {column!r} (columns: {header[1:]})")
     rows = []
     for line in lines[start + 1:]:
         parts = line.split()
         if not parts:
             break
-        rows.append({"name": parts[0], **{h: None if v == "-" else float(v) for h, v in zip(header[1:], parts[1:])}})
+        row = dict(zip(header, parts))
+        if row[TARGET] != "-" and row[column] != "-":
+            rows.append({"name": row["arch"], TARGET: float(row[TARGET]), column: float(row[column])})
     return rows
 
 

@@ -418,7 +418,13 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
     ("factorized: 'no'", "darts option 'factorized': 'no' is not true or false"),
     ("width: 0.6", "darts option 'width': 0.6 is not one of the space's widths"),
     ("fixed: {neck.depth: 7}", "darts option 'fixed': neck.depth=7 is not a neck/head decision"),
-    ("kinds: [conv7]", "darts option 'kinds': ['conv7'] not in the space's block kinds"),
+    ("kinds: [conv7]", "darts option 'kinds': ['conv7'] is not a list of the space's block kinds"),
+    ("kinds: ir", "darts option 'kinds': 'ir' is not a list of the space's block kinds"),
+    ("fixed: c96", "darts option 'fixed': 'c96' is not a mapping"),
+    ("tau: [5, 0]", "darts option 'tau': [5, 0] is not [start, end], two temperatures > 0"),
+    ("lam: -1", "darts option 'lam': -1 is not a number >= 0"),
+    ("batch_size: 0", "darts option 'batch_size': 0 is not a whole number >= 1"),
+    ("data: {n_images: 8}", "darts option 'data': {'n_images': 8} is not a mapping of DataConfig fields"),
 ])
 def test_bad_options_or_budget_are_refused_before_anything_is_written(option, message, tmp_path, capsys):
     """The engine asks the strategy to check its options and how many networks it will
@@ -427,8 +433,8 @@ def test_bad_options_or_budget_are_refused_before_anything_is_written(option, me
     from nas.cli import main
 
     config = tmp_path / "darts.yaml"
-    config.write_text(f"strategy: {{name: darts, options: {{{option}, steps: 1, measure_rounds: 0, "
-                      f"data: {{n_train: 8, n_val: 4}}}}}}\nbudget: 2\nobjective: {{mode: soft, target_ms: 3.0}}\n"
+    config.write_text(f"strategy: {{name: darts, options: {{steps: 1, measure_rounds: 0, "
+                      f"data: {{n_train: 8, n_val: 4}}, {option}}}}}\nbudget: 2\nobjective: {{mode: soft, target_ms: 3.0}}\n"
                       "evaluators: [params_flops]\n")  # small, should the check ever let it run
     code = main(["search", "--config", str(config), "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err

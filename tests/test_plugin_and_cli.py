@@ -93,6 +93,8 @@ def test_usage_errors_exit_2_without_traceback(args, message):
     ("{name: rl, options: {reward_shaping: best}}", "rl option 'reward_shaping': 'best' is not 'rank' or 'std'"),
     ("{name: rl, options: {learning_rate: '0.1'}}", "rl option 'learning_rate': '0.1' is not a number > 0"),
     ("{name: random, options: {max_tries: 2.5}}", "random option 'max_tries': 2.5 is not a whole number >= 1"),
+    ("{name: tpe, options: {n_ei_candidates: 0}}", "tpe option 'n_ei_candidates': 0 is not a whole number >= 1"),
+    ("{name: darts}\nobjective: {mode: accuracy}", "strategy 'darts' needs a latency target: objective.target_ms"),
 ])
 def test_unknown_or_bad_strategy_options_exit_2_before_the_run_folder_exists(strategy, message, tmp_path, capsys):
     from nas.cli import main

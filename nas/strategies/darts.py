@@ -100,6 +100,7 @@ mAP@.5 spans 0.078-0.098 over three seeds in BENCHMARKS.md), so it is off by def
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import time
@@ -122,6 +123,7 @@ from .base import Result, Strategy, check_number, register_strategy
 
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
+DEFAULT_WIDTH = 0.75  # the strategy's default; configs/darts.yaml asks for "auto"
 MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
 # The neck and head DARTS holds by default (the ``fixed`` option; see the module docstring).
 DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
@@ -661,13 +663,15 @@ class DartsStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *, steps: int = 300,
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
-                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
+                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = DEFAULT_WIDTH, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
                  measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
-        self.check_options(space, objective, dict(width=width, fixed=fixed, kinds=kinds, candidates=candidates,
-                                                  factorized=factorized))
+        self.check_options(space, objective, dict(
+            steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tau, warmup_fraction=warmup_fraction,
+            lam=lam, width=width, fixed=fixed, data=data, threads=threads, kinds=kinds, measure_rounds=measure_rounds,
+            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every))
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
@@ -685,15 +689,32 @@ class DartsStrategy(Strategy):
     @classmethod
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
         """The options a darts search refuses, named, before anything is trained or written:
-        no latency target, and bad ``candidates``, ``factorized``, ``width``, ``fixed`` or
-        ``kinds`` values (only those given are checked)."""
+        no latency target, and any given option of the wrong kind or out of range."""
+        from evaluators.data import DataConfig
+
         if objective.target_ms is None:
             raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
         _check_candidates(options.get("candidates", 1))
+        for name in ("steps", "batch_size", "threads", "checkpoint_every"):
+            check_number("darts", options, name, "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
+        check_number("darts", options, "measure_rounds", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        for name in ("w_lr", "a_lr"):
+            check_number("darts", options, name, "a number > 0", lambda v: v > 0)
+        for name in ("lam", "params_weight"):
+            check_number("darts", options, name, "a number >= 0", lambda v: v >= 0)
+        check_number("darts", options, "warmup_fraction", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        tau = options.get("tau", (1.0, 1.0))
+        if not (isinstance(tau, (list, tuple)) and len(tau) == 2
+                and all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in tau)):
+            raise InputError(f"darts option 'tau': {tau!r} is not [start, end], two temperatures > 0")
         if not isinstance(options.get("factorized", False), bool):
             raise InputError(f"darts option 'factorized': {options['factorized']!r} is not true or false")
+        data = options.get("data") or {}
+        fields = [f.name for f in dataclasses.fields(DataConfig)]
+        if not isinstance(data, Mapping) or set(data) - set(fields):
+            raise InputError(f"darts option 'data': {data!r} is not a mapping of DataConfig fields {fields}")
         decisions = space.decisions()
-        width = options.get("width", "auto")
+        width = options.get("width", DEFAULT_WIDTH)
         widths = decisions[f"{STAGES[0].name}.width"]
         chosen = list(width) if isinstance(width, (list, tuple)) else [width]
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
@@ -706,14 +727,14 @@ class DartsStrategy(Strategy):
             if name not in MACRO or value not in decisions[name]:
                 raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
                                  f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
-        unknown = [k for k in options.get("kinds") or () if k not in space.block_kinds]
-        if unknown:
-            raise InputError(f"darts option 'kinds': {unknown} not in the space's block kinds {list(space.block_kinds)}")
+        kinds = options.get("kinds")
+        if kinds is not None and not (isinstance(kinds, (list, tuple)) and all(k in space.block_kinds for k in kinds)):
+            raise InputError(f"darts option 'kinds': {kinds!r} is not a list of the space's block kinds "
+                             f"{list(space.block_kinds)}")
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
-        """The derived network and the sampled ones: ``candidates`` (checked here too, so a
-        bad value is refused before the run folder is written)."""
+        """The derived network and the sampled ones: ``candidates``."""
         return _check_candidates(options.get("candidates", 1))
 
     # ----- the strategy interface ---------------------------------------------------------

@@ -31,7 +31,7 @@ class RandomSearch(Strategy):
     @classmethod
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
         check_number("random", options, "max_tries", "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
-        check_number("random", options, "enumerate_limit", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        check_number("random", options, "enumerate_limit", "a number >= 0", lambda v: v >= 0)
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  max_tries: int = 100, enumerate_limit: int = 65536) -> None:

@@ -44,9 +44,10 @@ import numpy as np
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
+from search_spaces.errors import InputError
 
 from ..objectives import Objective
-from .base import Result, Strategy, is_failure, register_strategy, result_from_json, result_to_json
+from .base import Result, Strategy, check_number, is_failure, register_strategy, result_from_json, result_to_json
 
 _TELL_INDEX = "nas_tell_index"
 _RESULT = "nas_result"
@@ -67,11 +68,19 @@ class TPEStrategy(Strategy):
       ``study_name`` ("nas"): the study's name in the storage.
     """
 
+    @classmethod
+    def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
+        check_number("tpe", options, "n_startup_trials", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        check_number("tpe", options, "n_ei_candidates", "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
+        check_number("tpe", options, "max_redraws", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  n_startup_trials: int = 5, n_ei_candidates: int = 24, multivariate: bool = True,
                  constant_liar: bool = True, reuse_results: bool = True, max_redraws: int = 20,
                  storage_path: str | None = None, study_name: str = "nas") -> None:
         super().__init__(space, objective, seed)
+        self.check_options(space, objective, dict(n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates,
+                                                  max_redraws=max_redraws))
         import optuna
         from optuna.distributions import CategoricalDistribution
 
@@ -92,8 +101,9 @@ class TPEStrategy(Strategy):
             storage=f"sqlite:///{storage_path}" if storage_path else None,
             sampler=self._sampler(0), study_name=study_name, directions=directions, load_if_exists=True)
         if [d.name.lower() for d in self._study.directions] != directions:
-            raise ValueError(f"study {study_name!r} in {storage_path} has directions "
-                             f"{[d.name for d in self._study.directions]}, this objective needs {directions}")
+            raise InputError(f"study {study_name!r} in {storage_path} has directions "
+                             f"{[d.name for d in self._study.directions]}, this objective needs {directions}; "
+                             "use another tpe option 'study_name' or 'storage_path'")
         self._pending: dict[str, deque[Any]] = {}  # arch id -> optuna Trials asked, not told
         # Told results in tell order: {"number", "params", "result"} (plain data).
         self._told: list[dict[str, Any]] = []
