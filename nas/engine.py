@@ -165,6 +165,21 @@ def check_strategy(cfg: SearchConfig, space: SearchSpace, objective: Objective,
                          f"{wanted} architectures with its options; set it to at least {wanted}")
 
 
+def import_plugins(cfg: SearchConfig) -> None:
+    """Import the config's ``imports:`` (plugins that register spaces, strategies or evaluators)."""
+    import importlib
+
+    for module in cfg.imports:
+        importlib.import_module(module)
+
+
+def check_search_config(cfg: SearchConfig) -> None:
+    """:func:`check_strategy` from the config alone (its plugins imported, its space and
+    objective built); for callers that hold no engine yet, e.g. a sweep's variants."""
+    import_plugins(cfg)
+    check_strategy(cfg, get_space(cfg.space.name, **cfg.space.settings), cfg.make_objective())
+
+
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -173,10 +188,7 @@ class Engine:
     """Runs one search in a run folder. Not thread-safe; one engine per folder."""
 
     def __init__(self, cfg: SearchConfig, run_dir: str | Path, progress: bool = True):
-        import importlib
-
-        for module in cfg.imports:  # plugins that register spaces, strategies or evaluators
-            importlib.import_module(module)
+        import_plugins(cfg)
         self.cfg = cfg
         self.folder = RunFolder(run_dir)
         self.progress = progress

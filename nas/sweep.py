@@ -126,8 +126,14 @@ class Sweep:
         names = [v.name for v in variants]
         if len(set(names)) != len(names):
             raise InputError(f"sweep variants must differ; got {names}")
-        for v in variants:  # a bad variant fails here, before any search has run
-            config_from_dict(apply_overrides(base, v.overrides), f"sweep variant {v.name}")
+        from .engine import check_search_config
+
+        for v in variants:  # a bad variant (config or strategy option) fails here, before anything is written
+            cfg = config_from_dict(apply_overrides(base, v.overrides), f"sweep variant {v.name}")
+            try:
+                check_search_config(cfg)
+            except InputError as exc:
+                raise InputError(f"sweep variant {v.name}: {exc}") from None
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / SWEEP_FILE, json.dumps({"base": base, "variants": [asdict(v) for v in variants]}, indent=1))
         return cls(out, base, variants)

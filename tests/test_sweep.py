@@ -90,3 +90,14 @@ def test_sweep_cli_writes_summary(tmp_path, capsys):
                  "--runner", "local", "--no-progress"]) in (0, None)
     out = capsys.readouterr().out
     assert "| t25 | 25 | done |" in out and (tmp_path / "sw" / "t15" / "best" / "arch.json").exists()
+
+
+def test_bad_strategy_option_fails_before_the_sweep_folder_is_written(tmp_path):
+    """Every variant's strategy options are checked up front, as `nas search` checks
+    its one config: no sweep folder, and the message names the variant and option."""
+    from search_spaces.errors import InputError
+
+    base = {**BASE, "strategy": {"name": "evolution", "options": {"population_size": 0}}}
+    with pytest.raises(InputError, match=r"sweep variant t15-s0: evolution option 'population_size': 0 is not"):
+        Sweep.new(tmp_path / "sw", base, grid([15.0], [0]))
+    assert not (tmp_path / "sw").exists()
