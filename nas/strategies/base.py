@@ -111,6 +111,17 @@ def check_number(strategy: str, options: Mapping[str, Any], name: str, rule: str
         raise InputError(f"{strategy} option {name!r}: {value!r} is not {rule}")
 
 
+def check_count(strategy: str, options: Mapping[str, Any], name: str, minimum: int) -> None:
+    """:func:`check_number` for a count: an int (not 10.0) of at least ``minimum``."""
+    check_number(strategy, options, name, f"a whole number >= {minimum}", lambda v: isinstance(v, int) and v >= minimum)
+
+
+def option_default(cls: type, name: str) -> Any:
+    """The default of keyword ``name`` in ``cls.__init__``: checks that need an option the
+    user did not give read it here rather than restating it."""
+    return inspect.signature(cls.__init__).parameters[name].default
+
+
 def is_failure(result: Result) -> bool:
     return isinstance(result, Failure)
 

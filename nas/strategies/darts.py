@@ -119,11 +119,10 @@ from search_spaces.files import atomic_write
 from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_divisible, make_op
 
 from ..objectives import Objective
-from .base import Result, Strategy, check_number, register_strategy
+from .base import Result, Strategy, check_count, check_number, option_default, register_strategy
 
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
-DEFAULT_WIDTH = 0.75  # the strategy's default; configs/darts.yaml asks for "auto"
 MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth", "head.kernel")
 # The neck and head DARTS holds by default (the ``fixed`` option; see the module docstring).
 DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
@@ -546,8 +545,7 @@ class DartsSupernet(nn.Module):
 
 
 def _check_candidates(candidates) -> int:
-    check_number("darts", {"candidates": candidates}, "candidates", "a whole number >= 1",
-                 lambda v: isinstance(v, int) and v >= 1)
+    check_count("darts", {"candidates": candidates}, "candidates", 1)
     return candidates
 
 
@@ -663,7 +661,7 @@ class DartsStrategy(Strategy):
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *, steps: int = 300,
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
-                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = DEFAULT_WIDTH, fixed: Mapping | None = None,
+                 warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
                  measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
@@ -696,14 +694,14 @@ class DartsStrategy(Strategy):
             raise InputError("strategy 'darts' needs a latency target: objective.target_ms (mode constrained or soft)")
         _check_candidates(options.get("candidates", 1))
         for name in ("steps", "batch_size", "threads", "checkpoint_every"):
-            check_number("darts", options, name, "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
-        check_number("darts", options, "measure_rounds", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+            check_count("darts", options, name, 1)
+        check_count("darts", options, "measure_rounds", 0)
         for name in ("w_lr", "a_lr"):
             check_number("darts", options, name, "a number > 0", lambda v: v > 0)
         for name in ("lam", "params_weight"):
             check_number("darts", options, name, "a number >= 0", lambda v: v >= 0)
         check_number("darts", options, "warmup_fraction", "a number in [0, 1)", lambda v: 0 <= v < 1)
-        tau = options.get("tau", (1.0, 1.0))
+        tau = options.get("tau", option_default(cls, "tau"))
         if not (isinstance(tau, (list, tuple)) and len(tau) == 2
                 and all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in tau)):
             raise InputError(f"darts option 'tau': {tau!r} is not [start, end], two temperatures > 0")
@@ -714,7 +712,7 @@ class DartsStrategy(Strategy):
         if not isinstance(data, Mapping) or set(data) - set(fields):
             raise InputError(f"darts option 'data': {data!r} is not a mapping of DataConfig fields {fields}")
         decisions = space.decisions()
-        width = options.get("width", DEFAULT_WIDTH)
+        width = options.get("width", option_default(cls, "width"))
         widths = decisions[f"{STAGES[0].name}.width"]
         chosen = list(width) if isinstance(width, (list, tuple)) else [width]
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):

@@ -41,7 +41,7 @@ from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective, value_bounds
 from .base import (
-    Result, Strategy, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_count, check_number, option_default, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -63,8 +63,8 @@ class RegularizedEvolution(Strategy):
     @classmethod
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
         for name in ("population_size", "sample_size", "max_tries"):
-            check_number("evolution", options, name, "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
-        population, sample = options.get("population_size", 10), options.get("sample_size", 10)
+            check_count("evolution", options, name, 1)
+        population, sample = (options.get(n, option_default(cls, n)) for n in ("population_size", "sample_size"))
         if sample > population:
             raise InputError(f"evolution option 'sample_size' ({sample}) is larger than 'population_size' "
                              f"({population}); a tournament draws from the population, so set it at most {population}")

@@ -12,7 +12,7 @@ from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
 
 from ..objectives import Objective
-from .base import Result, Strategy, check_number, random_state_from_json, random_state_to_json, register_strategy
+from .base import Result, Strategy, check_count, check_number, random_state_from_json, random_state_to_json, register_strategy
 
 
 @register_strategy("random")
@@ -30,7 +30,7 @@ class RandomSearch(Strategy):
 
     @classmethod
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
-        check_number("random", options, "max_tries", "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
+        check_count("random", options, "max_tries", 1)
         check_number("random", options, "enumerate_limit", "a number >= 0", lambda v: v >= 0)
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,

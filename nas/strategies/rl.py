@@ -49,7 +49,7 @@ from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective
 from .base import (
-    Result, Strategy, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_count, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -77,7 +77,7 @@ class ReinforceStrategy(Strategy):
         check_number("rl", options, "learning_rate", "a number > 0", lambda v: v > 0)
         check_number("rl", options, "baseline_decay", "a number in [0, 1)", lambda v: 0 <= v < 1)
         check_number("rl", options, "entropy_weight", "a number >= 0", lambda v: v >= 0)
-        check_number("rl", options, "max_redraws", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        check_count("rl", options, "max_redraws", 0)
         if options.get("reward_shaping", "rank") not in ("rank", "std"):
             raise InputError(f"rl option 'reward_shaping': {options['reward_shaping']!r} is not 'rank' or 'std'")
 

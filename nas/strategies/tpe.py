@@ -47,7 +47,7 @@ from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
 
 from ..objectives import Objective
-from .base import Result, Strategy, check_number, is_failure, register_strategy, result_from_json, result_to_json
+from .base import Result, Strategy, check_count, is_failure, register_strategy, result_from_json, result_to_json
 
 _TELL_INDEX = "nas_tell_index"
 _RESULT = "nas_result"
@@ -70,9 +70,9 @@ class TPEStrategy(Strategy):
 
     @classmethod
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
-        check_number("tpe", options, "n_startup_trials", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
-        check_number("tpe", options, "n_ei_candidates", "a whole number >= 1", lambda v: isinstance(v, int) and v >= 1)
-        check_number("tpe", options, "max_redraws", "a whole number >= 0", lambda v: isinstance(v, int) and v >= 0)
+        check_count("tpe", options, "n_startup_trials", 0)
+        check_count("tpe", options, "n_ei_candidates", 1)
+        check_count("tpe", options, "max_redraws", 0)
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  n_startup_trials: int = 5, n_ei_candidates: int = 24, multivariate: bool = True,
