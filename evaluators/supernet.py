@@ -107,6 +107,12 @@ def _in_group(name: str, tag: str) -> str:
     return f"{role}{tag}__{rest}"
 
 
+def _ungrouped(name: str) -> str:
+    """The inverse of :func:`_in_group`: the name without its group tag (if any)."""
+    role, rest = name.split("__", 1)
+    return f"{role.split('@', 1)[0]}__{rest}"
+
+
 def take(shared: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """The part of ``shared`` an op of ``shape`` uses: leading slices, except the two
     kernel dimensions of a conv weight, which take the centred window. A view, so
@@ -216,9 +222,11 @@ class Supernet(nn.Module):
     bench/proxy_ranking.py: Spearman of head depth with the sandwich supernet's score
     +0.52, with their trained mAP +0.04; neck depth +0.42 against -0.23), so one shared
     neck and head serve every depth badly. Split by both (uniform sampling, 3,000 steps)
-    it ranks at 0.491 against 0.237 unsplit (BENCHMARKS.md).
-    Each group's neck and head train only on the steps that sample it (1/9 of them for
-    neck and head depth under uniform sampling); with ``sandwich`` sampling the largest
+    it ranked at 0.491 with seed 0 but 0.051 with seed 1 (BENCHMARKS.md): each group's
+    neck and head train only on the steps that sample it (1/9 of them for neck and head
+    depth under uniform sampling), too few to rank repeatably, which is why
+    :meth:`inherit` can start the groups from a trained unsplit supernet. With
+    ``sandwich`` sampling the largest
     and smallest paths always train the deepest and the shallowest group, so the groups
     train unevenly: use uniform sampling with a split.
     """
@@ -298,6 +306,33 @@ class Supernet(nn.Module):
         """After a backward pass: count a step for every shared weight with a gradient."""
         got = torch.tensor([p.grad is not None for p in self.weights.values()], dtype=torch.long)
         self.trained_steps += got
+
+    def inherit(self, record: dict, path) -> None:
+        """Start every tensor from a trained checkpoint's (few-shot NAS initialises its
+        sub-supernets from the one-shot supernet, then fine-tunes them): a tensor takes
+        the checkpoint's tensor of the same name, or, for a split group's copy, the
+        checkpoint's unsplit tensor of that name; so each group of a split supernet
+        starts from an unsplit supernet's neck and head. Training counts come along, so
+        inherited weights count as trained. :class:`InputError` naming ``path`` when the
+        checkpoint lacks a tensor or holds it at another shape."""
+        theirs = record["weights"]
+        counts = dict(zip(record["weight_names"], theirs["trained_steps"].tolist()))
+        ours = self.state_dict()
+        copied = {}
+        for key, value in ours.items():
+            if key == "trained_steps":
+                continue
+            kind, name = key.split(".", 1)  # "weights.<name>" or "statistics.<name>"
+            source = next((f"{kind}.{n}" for n in (name, _ungrouped(name)) if f"{kind}.{n}" in theirs), None)
+            if source is None or theirs[source].shape != value.shape:
+                raise InputError(f"--init-from {path}: it has no tensor {_ungrouped(name)!r} of shape "
+                                 f"{tuple(value.shape)}; initialise from a supernet of the same space and block kinds")
+            copied[key] = theirs[source].clone()
+            if kind == "weights":
+                self.trained_steps[self._weight_index[name]] = counts[source.split(".", 1)[1]]
+        with torch.no_grad():
+            for key, value in copied.items():
+                ours[key].copy_(value)
 
     def check_trained(self, arch: Architecture) -> None:
         """Raise :class:`UntrainedOpsError` naming the ops of ``arch`` that were never
@@ -524,7 +559,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
                    out_path: str | os.PathLike, time_budget_s: float | None = None, progress: bool = True,
                    save_every: int = 100, lr: float = 4e-3, weight_decay: float = 0.05, warmup_steps: int = 30,
                    sampling: str = "uniform", split: Sequence[str] = (),
-                   callback: Callable[[int, float], None] | None = None) -> SupernetRun:
+                   init_from: str | os.PathLike | None = None, callback: Callable[[int, float], None] | None = None) -> SupernetRun:
     """Train a supernet of ``space`` with SPOS for ``steps`` steps and save it to ``out_path``.
 
     Step ``i`` trains ``step_paths(space, rng, sampling)`` (``rng = random.Random(seed)``,
@@ -535,6 +570,10 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     finished one is returned as is); different settings raise :class:`InputError`.
     ``split`` (decision names, e.g. ``("neck.depth", "head.depth")``) keeps the neck and
     head weights apart per combination of those decisions' values (:class:`Supernet`).
+    ``init_from`` (a checkpoint of the same space, usually unsplit) gives the starting
+    weights instead of a fresh draw (:meth:`Supernet.inherit`): few-shot NAS's
+    fine-tuning of split groups from a trained one-shot supernet. The optimiser and
+    the schedule start afresh; a resumed run must name the same file.
     ``time_budget_s`` stops this invocation early (after saving); run again to go on.
     ``callback(step, loss)`` is called after each step (progress reporting, tests).
     """
@@ -543,12 +582,15 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         raise InputError(f"sampling must be one of {list(SAMPLING_RULES)}, got {sampling!r}")
     if steps < 1 or batch_size < 1 or save_every < 1:
         raise InputError(f"steps, batch_size and save_every must be >= 1, got {steps}, {batch_size}, {save_every}")
+    if not lr > 0:
+        raise InputError(f"the learning rate must be > 0, got {lr}")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, seed=seed)
     settings = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
                 "settings": space.settings(),
                 # split only when set, so checkpoints from before the option still resume
-                "train": {**_train_settings(cfg), "sampling": sampling, **({"split": list(split)} if split else {})},
+                "train": {**_train_settings(cfg), "sampling": sampling, **({"split": list(split)} if split else {}),
+                          **({"init_from": str(init_from)} if init_from else {})},
                 "data": dataclasses.asdict(data_cfg)}
     record = None
     if path.exists():  # checked before the data are prepared, so a wrong --out fails at once
@@ -563,6 +605,10 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
                                  for k in sorted(was.keys() | now.keys()) if was.get(k) != now.get(k))
                 raise InputError(f"{path} holds a supernet trained with other {key} settings: {diff}; "
                                  "resume with the same settings or choose another --out")
+    start_from = None
+    if init_from and record is None:
+        start_from = load_checkpoint(init_from)
+        check_checkpoint(start_from, space, init_from)
     train_data, _ = data_cfg.load(space.settings()["input_size"])
     _check_data(train_data, space, data_cfg)
     if len(train_data) < batch_size:
@@ -572,6 +618,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     state = _State(Supernet(space, split), cfg, len(train_data))
     if record is not None:
         state.restore(record, path)
+    elif start_from is not None:
+        state.supernet.inherit(start_from, init_from)
 
     def save() -> None:
         record = {**settings, **state.to_record()}

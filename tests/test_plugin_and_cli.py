@@ -120,3 +120,18 @@ def test_diverged_training_is_reported_without_traceback(monkeypatch, capsys):
     code = main(["finish", "pp_lcnet_like_w0.5", "--out", "unused", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and "training failed: loss became nan" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--lr", "0"], "learning rate must be > 0, got 0.0"),
+    (["--init-from", "no_such.pt"], "no_such.pt does not exist"),
+])
+def test_supernet_train_refuses_bad_options_before_writing(tmp_path, capsys, extra, message):
+    from nas.cli import main
+
+    out = tmp_path / "supernet.pt"
+    code = main(["supernet", "train", "--steps", "1", "--input-size", "64", "--n-train", "8", "--n-val", "4",
+                 "--batch-size", "4", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not out.exists()

@@ -256,6 +256,36 @@ def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tm
         train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without the split
 
 
+def test_split_groups_start_from_an_unsplit_checkpoint(space, tiny_data3, trained, tmp_path):
+    """``init_from`` (few-shot NAS's initialisation): every group of a split supernet
+    starts as the unsplit supernet's neck and head, so every path inherits exactly what
+    it inherits from the unsplit one, trained counts included; the run records the file
+    and a resume must name it; a checkpoint lacking tensors is refused by name."""
+    split = ("neck.depth", "head.depth")
+    record = load_checkpoint(trained.path)
+    net = Supernet(space, split)
+    net.inherit(record, trained.path)
+    base = _trained_archs(space)[0].sample
+    for depths in ((1, 1), (2, 1), (1, 2)):
+        arch = space.from_sample({**base, "neck.depth": depths[0], "head.depth": depths[1]})
+        want, got = trained.supernet.extract(arch), net.extract(arch)
+        assert all(torch.equal(want[k], got[k]) for k in want)
+        assert net.missing(arch) == trained.supernet.missing(arch)
+
+    out = tmp_path / "fine_tuned.pt"
+    run = train_supernet(space, tiny_data3, 1, BATCH, SEED, out, progress=False, split=split, init_from=trained.path)
+    assert load_checkpoint(out)["train"]["init_from"] == str(trained.path)
+    assert (run.supernet.trained_steps >= net.trained_steps).all() and (run.supernet.trained_steps > net.trained_steps).any()
+    with pytest.raises(InputError, match=r"init_from="):
+        train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split)  # resumed without it
+
+    partial = load_checkpoint(trained.path, mmap=False)
+    partial["weights"] = {k: v for k, v in partial["weights"].items() if "neck" not in k}
+    torch.save(partial, tmp_path / "partial.pt")
+    with pytest.raises(InputError, match="partial.pt: it has no tensor 'neck"):
+        Supernet(space, split).inherit(load_checkpoint(tmp_path / "partial.pt"), tmp_path / "partial.pt")
+
+
 def test_proxy_marginals_reads_a_ranking_output(capsys):
     """bench/proxy_marginals.py on a committed bench/proxy_ranking.py output: its overall
     Spearman is the one that output printed for the supernet."""

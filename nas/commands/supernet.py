@@ -14,6 +14,7 @@ from nas.cli import arg, command
 @arg("--input-size", type=int, default=256)
 @arg("--batch-size", type=int, default=16)
 @arg("--seed", type=int, default=0)
+@arg("--lr", type=float, default=4e-3, help="peak AdamW learning rate (warm-up, then cosine decay to 0)")
 @arg("--save-every", type=int, default=100)
 @arg("--sampling", choices=("uniform", "sandwich"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
@@ -21,6 +22,9 @@ from nas.cli import arg, command
 @arg("--split", default="", metavar="DECISIONS",
      help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
           "neck and head weights (few-shot NAS); the backbone stays shared")
+@arg("--init-from", default=None, metavar="CHECKPOINT",
+     help="start from this trained supernet's weights (same space; with --split, every group starts from its "
+          "neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
 @arg("--time-budget", type=float, default=None, metavar="SECONDS",
      help="stop after this long (checkpoint saved); run again to continue")
 def train(args):
@@ -37,7 +41,8 @@ def train(args):
         raise InputError(str(exc)) from None
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
-                         split=tuple(d.strip() for d in args.split.split(",") if d.strip()))
+                         split=tuple(d.strip() for d in args.split.split(",") if d.strip()),
+                         init_from=args.init_from, lr=args.lr)
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
     loss = f", loss {sum(tail) / len(tail):.3f} (last {len(tail)} steps)" if tail else ""
