@@ -209,7 +209,8 @@ class Supernet(nn.Module):
     The shared tensors are created at construction, for every op the space can emit,
     initialised from the space's own op initialisation (the draw uses the global torch
     RNG: seed it first). ``trained_steps`` counts, per shared weight (in the order of
-    ``weights``), the training steps that gave it a gradient.
+    ``weights``), the training steps that gave it a gradient (after :meth:`inherit`,
+    the source checkpoint's count included).
 
     The views of ``subnet`` own no parameters (``view.parameters()`` is empty): optimise
     ``supernet.weights``.
@@ -224,9 +225,8 @@ class Supernet(nn.Module):
     neck and head serve every depth badly. Split by both (uniform sampling, 3,000 steps)
     it ranked at 0.491 with seed 0 but 0.051 with seed 1 (BENCHMARKS.md): each group's
     neck and head train only on the steps that sample it (1/9 of them for neck and head
-    depth under uniform sampling), too few to rank repeatably, which is why
-    :meth:`inherit` can start the groups from a trained unsplit supernet. With
-    ``sandwich`` sampling the largest
+    depth under uniform sampling), too few to rank repeatably; :meth:`inherit` starts
+    the groups from a trained unsplit supernet instead. With ``sandwich`` sampling the largest
     and smallest paths always train the deepest and the shallowest group, so the groups
     train unevenly: use uniform sampling with a split.
     """
@@ -313,26 +313,29 @@ class Supernet(nn.Module):
         the checkpoint's tensor of the same name, or, for a split group's copy, the
         checkpoint's unsplit tensor of that name; so each group of a split supernet
         starts from an unsplit supernet's neck and head. Training counts come along, so
-        inherited weights count as trained. :class:`InputError` naming ``path`` when the
-        checkpoint lacks a tensor or holds it at another shape."""
+        inherited weights count as trained. :class:`InputError` naming ``path``, with
+        nothing changed, when the checkpoint lacks a tensor or holds it at another shape."""
         theirs = record["weights"]
         counts = dict(zip(record["weight_names"], theirs["trained_steps"].tolist()))
         ours = self.state_dict()
-        copied = {}
+        sources = {}  # checked in full before anything is copied
         for key, value in ours.items():
             if key == "trained_steps":
                 continue
             kind, name = key.split(".", 1)  # "weights.<name>" or "statistics.<name>"
             source = next((f"{kind}.{n}" for n in (name, _ungrouped(name)) if f"{kind}.{n}" in theirs), None)
             if source is None or theirs[source].shape != value.shape:
-                raise InputError(f"--init-from {path}: it has no tensor {_ungrouped(name)!r} of shape "
-                                 f"{tuple(value.shape)}; initialise from a supernet of the same space and block kinds")
-            copied[key] = theirs[source].clone()
-            if kind == "weights":
-                self.trained_steps[self._weight_index[name]] = counts[source.split(".", 1)[1]]
+                held = f"holds {source!r} at {tuple(theirs[source].shape)}" if source else f"has no {key!r}"
+                raise InputError(f"cannot start from supernet checkpoint {path}: it {held}, this supernet needs "
+                                 f"{tuple(value.shape)}; use a supernet of the same space and block kinds, "
+                                 "unsplit or with the same split")
+            sources[key] = source
         with torch.no_grad():
-            for key, value in copied.items():
-                ours[key].copy_(value)
+            for key, source in sources.items():
+                ours[key].copy_(theirs[source])
+                kind, name = key.split(".", 1)
+                if kind == "weights":
+                    self.trained_steps[self._weight_index[name]] = counts[source.split(".", 1)[1]]
 
     def check_trained(self, arch: Architecture) -> None:
         """Raise :class:`UntrainedOpsError` naming the ops of ``arch`` that were never
@@ -570,10 +573,12 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     finished one is returned as is); different settings raise :class:`InputError`.
     ``split`` (decision names, e.g. ``("neck.depth", "head.depth")``) keeps the neck and
     head weights apart per combination of those decisions' values (:class:`Supernet`).
-    ``init_from`` (a checkpoint of the same space, usually unsplit) gives the starting
-    weights instead of a fresh draw (:meth:`Supernet.inherit`): few-shot NAS's
-    fine-tuning of split groups from a trained one-shot supernet. The optimiser and
-    the schedule start afresh; a resumed run must name the same file.
+    ``init_from`` (a checkpoint of the same space and block kinds, unsplit or with the
+    same split) gives the starting weights instead of a fresh draw
+    (:meth:`Supernet.inherit`): few-shot NAS's fine-tuning of split groups from a
+    trained one-shot supernet. The optimiser and the schedule start afresh. The file
+    is read only at the start; a resumed run must name the same file (compared by
+    resolved path).
     ``time_budget_s`` stops this invocation early (after saving); run again to go on.
     ``callback(step, loss)`` is called after each step (progress reporting, tests).
     """
@@ -590,7 +595,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
                 "settings": space.settings(),
                 # split only when set, so checkpoints from before the option still resume
                 "train": {**_train_settings(cfg), "sampling": sampling, **({"split": list(split)} if split else {}),
-                          **({"init_from": str(init_from)} if init_from else {})},
+                          **({"init_from": str(Path(init_from).resolve())} if init_from else {})},
                 "data": dataclasses.asdict(data_cfg)}
     record = None
     if path.exists():  # checked before the data are prepared, so a wrong --out fails at once
@@ -620,6 +625,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         state.restore(record, path)
     elif start_from is not None:
         state.supernet.inherit(start_from, init_from)
+        del start_from  # unmaps the file
 
     def save() -> None:
         record = {**settings, **state.to_record()}

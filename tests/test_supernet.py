@@ -257,33 +257,57 @@ def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tm
 
 
 def test_split_groups_start_from_an_unsplit_checkpoint(space, tiny_data3, trained, tmp_path):
-    """``init_from`` (few-shot NAS's initialisation): every group of a split supernet
-    starts as the unsplit supernet's neck and head, so every path inherits exactly what
-    it inherits from the unsplit one, trained counts included; the run records the file
-    and a resume must name it; a checkpoint lacking tensors is refused by name."""
+    """``init_from`` (few-shot NAS's initialisation): every group's copy of a tensor
+    starts as the unsplit supernet's tensor, trained counts included, so every path
+    inherits what it inherits from the unsplit one; the run records the file, resumes
+    bit-identically and refuses a resume without it; a checkpoint lacking a tensor or
+    holding it at another shape is refused by name, leaving the supernet unchanged."""
+    from evaluators.supernet import _ungrouped
+
     split = ("neck.depth", "head.depth")
     record = load_checkpoint(trained.path)
     net = Supernet(space, split)
     net.inherit(record, trained.path)
+    want, got = trained.supernet.state_dict(), net.state_dict()
+    for key, value in got.items():
+        if key != "trained_steps":
+            kind, name = key.split(".", 1)
+            assert torch.equal(value, want[f"{kind}.{_ungrouped(name)}"]), key
+    counts = dict(zip(trained.supernet.weights, trained.supernet.trained_steps.tolist()))
+    assert net.trained_steps.tolist() == [counts[_ungrouped(name)] for name in net.weights]
     base = _trained_archs(space)[0].sample
     for depths in ((1, 1), (2, 1), (1, 2)):
         arch = space.from_sample({**base, "neck.depth": depths[0], "head.depth": depths[1]})
-        want, got = trained.supernet.extract(arch), net.extract(arch)
-        assert all(torch.equal(want[k], got[k]) for k in want)
-        assert net.missing(arch) == trained.supernet.missing(arch)
+        a, b = trained.supernet.extract(arch), net.extract(arch)
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
-    out = tmp_path / "fine_tuned.pt"
-    run = train_supernet(space, tiny_data3, 1, BATCH, SEED, out, progress=False, split=split, init_from=trained.path)
-    assert load_checkpoint(out)["train"]["init_from"] == str(trained.path)
+    out, interrupted = tmp_path / "fine_tuned.pt", tmp_path / "interrupted.pt"
+    run = train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split, init_from=trained.path)
+    assert load_checkpoint(out)["train"]["init_from"] == str(trained.path.resolve())
     assert (run.supernet.trained_steps >= net.trained_steps).all() and (run.supernet.trained_steps > net.trained_steps).any()
     with pytest.raises(InputError, match=r"init_from="):
-        train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split)  # resumed without it
+        train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, split=split)  # only init_from differs
+    train_supernet(space, tiny_data3, 2, BATCH, SEED, interrupted, progress=False, split=split,
+                   init_from=trained.path, time_budget_s=0)  # stops after one step
+    assert load_checkpoint(interrupted)["step"] == 1
+    resumed = train_supernet(space, tiny_data3, 2, BATCH, SEED, interrupted, progress=False, split=split,
+                             init_from=trained.path)
+    a, b = run.supernet.state_dict(), resumed.supernet.state_dict()
+    assert resumed.losses == run.losses and all(torch.equal(a[k], b[k]) for k in a)
 
-    partial = load_checkpoint(trained.path, mmap=False)
-    partial["weights"] = {k: v for k, v in partial["weights"].items() if "neck" not in k}
-    torch.save(partial, tmp_path / "partial.pt")
-    with pytest.raises(InputError, match="partial.pt: it has no tensor 'neck"):
-        Supernet(space, split).inherit(load_checkpoint(tmp_path / "partial.pt"), tmp_path / "partial.pt")
+    fresh = Supernet(space, split)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    for name, damage in (("partial", lambda t: None), ("reshaped", lambda t: t[:1])):
+        broken = load_checkpoint(trained.path, mmap=False)
+        neck = next(k for k in broken["weights"] if k.startswith("weights.neck"))
+        if damage(broken["weights"][neck]) is None:
+            del broken["weights"][neck]
+        else:
+            broken["weights"][neck] = damage(broken["weights"][neck])
+        torch.save(broken, tmp_path / f"{name}.pt")
+        with pytest.raises(InputError, match=f"{name}.pt: it (has no|holds) 'weights.neck"):
+            fresh.inherit(load_checkpoint(tmp_path / f"{name}.pt"), tmp_path / f"{name}.pt")
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
 
 
 def test_proxy_marginals_reads_a_ranking_output(capsys):

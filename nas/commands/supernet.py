@@ -23,8 +23,8 @@ from nas.cli import arg, command
      help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
           "neck and head weights (few-shot NAS); the backbone stays shared")
 @arg("--init-from", default=None, metavar="CHECKPOINT",
-     help="start from this trained supernet's weights (same space; with --split, every group starts from its "
-          "neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
+     help="start from this trained supernet's weights (same space; with --split, every group starts from the "
+          "checkpoint's neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
 @arg("--time-budget", type=float, default=None, metavar="SECONDS",
      help="stop after this long (checkpoint saved); run again to continue")
 def train(args):
