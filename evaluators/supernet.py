@@ -294,6 +294,16 @@ class Supernet(nn.Module):
         plan = self._plan(spec, self._tag(spec, arch))
         return lambda: {tensor: take(self._shared(name), shape) for tensor, name, shape in plan}
 
+    def op_state(self, spec: OpSpec) -> dict[str, torch.Tensor]:
+        """The state dict ``make_op(spec)`` accepts with this supernet's weights and
+        BatchNorm statistics for that op (copies): what any path holding ``spec`` inherits.
+        An op whose tensors are split by group has none without an architecture:
+        :class:`InputError`."""
+        if _is_split(spec.role, self.split):
+            raise InputError(f"op {spec.role} ({spec.kind}): a split supernet keeps one copy per value of "
+                             f"{list(self.split)}, so it has no single state for it; use an unsplit supernet")
+        return {tensor: take(self._shared(name), shape).detach().clone() for tensor, name, shape in self._plan(spec, "")}
+
     def missing(self, arch: Architecture) -> list[tuple[OpSpec, str]]:
         """``(op, tensor)`` for each weight of ``arch`` (in walk order) that no training
         step ever gave a gradient, e.g. the SE of a position only sampled without SE.

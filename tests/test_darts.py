@@ -412,6 +412,47 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
         assert (tmp_path / "sw" / row["variant"] / "report.md").exists() and row["trials"] == 1
 
 
+def test_search_can_start_from_a_trained_supernet(space, tmp_path):
+    """``init_from``: every op of the DARTS supernet starts as the op a path holding it
+    inherits from a weight-sharing supernet, so with one-hot weights the DARTS network
+    computes what the standalone network loaded from that supernet computes; a split
+    supernet is refused by name."""
+    from evaluators.supernet import Supernet
+
+    torch.manual_seed(0)
+    shared = Supernet(space)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # trained-looking weights and statistics, unlike any fresh draw
+        for name, t in shared.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "running_var" in name else t + 0.1 * torch.randn(t.shape, generator=g))
+    net = DartsSupernet(space, 0.75, DEFAULT_FIXED, ("dsconv", "ir"))
+    assert net.inherit(shared) > len(net.positions) * len(net.candidates)
+    rng = np.random.default_rng(0)
+    skip = len(net.candidates)
+    # Random blocks; skips only at the end of a stage, so each block keeps its role's weights.
+    choices = [skip if (b == max(STAGES[s].depths) - 1 and b >= min(STAGES[s].depths) and s % 2) else int(rng.integers(skip))
+               for s, (_, b) in zip(net.position_stage, net.positions)]
+    assert skip in choices
+    net.set_dense(torch.nn.functional.one_hot(torch.tensor(choices), net.masked_logits().shape[1]).float())
+    arch = net.derive(choices)
+    model = space.build(arch)
+    model.load_state_dict(shared.extract(arch))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(net.net.eval()(x), model.eval()(x)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+    split = tmp_path / "split.pt"
+    from evaluators.supernet import train_supernet
+    from evaluators.data import DataConfig
+
+    train_supernet(space, DataConfig(n_train=4, n_val=2), 1, 4, 0, split, progress=False,
+                   split=("head.depth",))
+    with pytest.raises(InputError, match="darts option 'init_from': .*split.pt is a split supernet"):
+        DartsStrategy.init_record(space, str(split))
+
+
 @pytest.mark.parametrize("option, message", [
     ("candidates: 3", "'budget' is 2, but strategy 'darts' may propose up to 3"),
     ("candidates: two", "darts option 'candidates': 'two' is not a whole number >= 1"),
@@ -425,6 +466,8 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
     ("lam: -1", "darts option 'lam': -1 is not a number >= 0"),
     ("batch_size: 0", "darts option 'batch_size': 0 is not a whole number >= 1"),
     ("data: {n_images: 8}", "darts option 'data': {'n_images': 8} is not a mapping of DataConfig fields"),
+    ("init_from: no_such.pt", "darts option 'init_from': supernet checkpoint no_such.pt does not exist"),
+    ("init_from: 3", "darts option 'init_from': 3 is not a path"),
 ])
 def test_bad_options_or_budget_are_refused_before_anything_is_written(option, message, tmp_path, capsys):
     """The engine asks the strategy to check its options and how many networks it will

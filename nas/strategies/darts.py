@@ -263,6 +263,7 @@ class DartsSupernet(nn.Module):
                  kinds: tuple | None = None, factorized: bool = False):
         super().__init__()
         self.space = space
+        self._built: list[tuple[nn.Module, OpSpec]] = []  # every op made, with its spec (see inherit)
         self.widths = as_widths(width)
         self.candidates = block_candidates(kinds or space.block_kinds)
         decisions = space.decisions()
@@ -271,7 +272,7 @@ class DartsSupernet(nn.Module):
         self.axis_index = {name: a for a, (name, _) in enumerate(self.axes)}
         template = self._arch_from_choices(None, self._largest())
         specs = {s.role: s for s in space.ops(template)}
-        modules = {role: make_op(spec) for role, spec in specs.items()}
+        modules = {role: self._make(spec) for role, spec in specs.items()}
         self.positions: list[tuple[str, int]] = []
         self.position_stage: list[int] = []          # the stage whose width is the block's output width
         self.position_input: list[int | None] = []   # the stage whose width is its input width (None: fixed)
@@ -280,7 +281,7 @@ class DartsSupernet(nn.Module):
             for b in range(max(st.depths)):
                 role = f"{st.name}.b{b}"
                 self._base_specs.append(specs[role])
-                mods = [make_op(self._spec(specs[role], cand, specs[role].input_shapes[0][1], specs[role].param_dict["cout"]))
+                mods = [self._make(self._spec(specs[role], cand, specs[role].input_shapes[0][1], specs[role].param_dict["cout"]))
                         for cand in self.candidates]
                 if b >= min(st.depths):  # past the minimum depth a block may be skipped
                     mods.append(nn.Identity())
@@ -310,6 +311,32 @@ class DartsSupernet(nn.Module):
                                                          for _, o in self.axes]), persistent=False)
 
     # ----- construction -------------------------------------------------------------------
+    def _make(self, spec: OpSpec) -> nn.Module:
+        op = make_op(spec)
+        self._built.append((op, spec))
+        return op
+
+    def inherit(self, supernet) -> int:
+        """Load every op of this network (each candidate of each position, each kernel of
+        each neck/head op) with what a path holding that op inherits from ``supernet``, a
+        trained, unsplit :class:`evaluators.supernet.Supernet` of the same space (its
+        weights and BatchNorm statistics), so the search starts from trained weights
+        rather than a fresh draw. A candidate at position ``b`` takes the supernet's
+        weights of role ``.b``. Returns the number of ops loaded. :class:`InputError`
+        if an op does not fit (a supernet trained for other settings)."""
+        live = {id(m) for m in self.net.modules()}
+        loaded = 0
+        for op, spec in self._built:
+            if id(op) not in live or not op.state_dict():  # replaced by a mixed op, or stateless
+                continue
+            try:
+                op.load_state_dict(supernet.op_state(spec))
+            except RuntimeError as exc:  # shapes: the supernet's largest op is smaller than this one
+                raise InputError(f"darts init_from: op {spec.role} ({spec.kind}) does not fit the supernet's "
+                                 f"weights ({str(exc).splitlines()[-1].strip()}); use a supernet of this space") from None
+            loaded += 1
+        return loaded
+
     def _largest(self) -> list[int]:
         """The option index per axis the modules are built at: the widest widths and
         channels, the deepest neck and head, PAN on if it can be; the first kernel."""
@@ -331,9 +358,9 @@ class DartsSupernet(nn.Module):
             gate, kernel = self.axis_index[f"{prefix}.depth"], self.axis_index[f"{prefix}.kernel"]
             position = int(role.rsplit(".b", 1)[1])
         if kernel is None:
-            mods = [make_op(spec)]
+            mods = [self._make(spec)]
         else:
-            mods = [make_op(OpSpec.make(spec.kind, spec.input_shapes, role, **{**spec.param_dict, "kernel": k}))
+            mods = [self._make(OpSpec.make(spec.kind, spec.input_shapes, role, **{**spec.param_dict, "kernel": k}))
                     for k in self.axes[kernel][1]]
         if gate is not None and any(not self._present(gate, position, v) for v in self.axes[gate][1]):
             mods.append(TakeFirst() if role.startswith("neck.bu") else nn.Identity())
@@ -654,7 +681,9 @@ class DartsStrategy(Strategy):
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
     cells by a short training; the engine refuses a ``budget`` below them),
     ``factorized`` (one architecture parameter per choice value, not per candidate; see
-    the module docstring).
+    the module docstring), ``init_from`` (a checkpoint of ``nas supernet train`` for the
+    same space, unsplit: every candidate starts from the weights a path holding it
+    inherits there, instead of a fresh draw; :meth:`DartsSupernet.inherit`).
     """
 
     gradient_based = True  # not part of the sampler conformance loop: it trains a supernet
@@ -663,17 +692,19 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False, checkpoint_path: str | None = None,
+                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False,
+                 init_from: str | None = None, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
         self.check_options(space, objective, dict(
             steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tau, warmup_fraction=warmup_fraction,
             lam=lam, width=width, fixed=fixed, data=data, threads=threads, kinds=kinds, measure_rounds=measure_rounds,
-            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every))
+            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every,
+            init_from=init_from))
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
-                            factorized=factorized)
+                            factorized=factorized, init_from=init_from)
         self.fixed = dict(DEFAULT_FIXED if fixed is None else fixed)
         self.kinds = tuple(kinds or space.block_kinds)
         self.data_options = dict(data or {})
@@ -725,10 +756,40 @@ class DartsStrategy(Strategy):
             if name not in MACRO or value not in decisions[name]:
                 raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
                                  f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
+        init_from = options.get("init_from")
+        if init_from is not None:
+            cls.init_record(space, init_from)
         kinds = options.get("kinds")
         if kinds is not None and not (isinstance(kinds, (list, tuple)) and all(k in space.block_kinds for k in kinds)):
             raise InputError(f"darts option 'kinds': {kinds!r} is not a list of the space's block kinds "
                              f"{list(space.block_kinds)}")
+
+    @staticmethod
+    def init_record(space: SearchSpace, path) -> dict:
+        """The checkpoint record of the ``init_from`` option (memory-mapped), checked: a
+        `nas supernet train` file for ``space``, unsplit; :class:`InputError` naming the
+        option and the file otherwise."""
+        from evaluators.supernet import check_checkpoint, load_checkpoint
+
+        if not isinstance(path, str):
+            raise InputError(f"darts option 'init_from': {path!r} is not a path to a `nas supernet train` checkpoint")
+        try:
+            record = load_checkpoint(path)
+            check_checkpoint(record, space, path)
+        except InputError as exc:
+            raise InputError(f"darts option 'init_from': {exc}") from None
+        if record["train"].get("split"):
+            raise InputError(f"darts option 'init_from': {path} is a split supernet ({record['train']['split']}); "
+                             "use one trained without --split")
+        return record
+
+    def _inherit(self, net: DartsSupernet, path: str) -> None:
+        from evaluators.supernet import Supernet, load_weights
+
+        with torch.random.fork_rng(devices=[]):  # its initial draw is overwritten: keep the search's RNG
+            supernet = Supernet(self.space)
+        load_weights(supernet, self.init_record(self.space, path), path)
+        net.inherit(supernet)
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
@@ -797,6 +858,11 @@ class DartsStrategy(Strategy):
         if ck and ck["state"].get("fixed", self.fixed) != self.fixed:
             raise InputError(f"{self.checkpoint_path} was trained with darts option fixed {ck['state']['fixed']}, the "
                              f"config asks for {self.fixed}; set fixed to {ck['state']['fixed']} or start a new run")
+        init_from = self.options["init_from"]
+        if ck and ck["state"].get("init_from") != init_from:
+            raise InputError(f"{self.checkpoint_path} was trained with darts option init_from "
+                             f"{ck['state'].get('init_from')!r}, the config asks for {init_from!r}; set it back "
+                             f"or start a new run")
         factorized = self.options["factorized"]
         if ck and ck["state"].get("factorized", False) != factorized:
             raise InputError(f"{self.checkpoint_path} was trained with darts option factorized "
@@ -811,7 +877,8 @@ class DartsStrategy(Strategy):
         a_opt = torch.optim.Adam(net.arch_parameters(), lr=o["a_lr"], betas=(0.5, 0.999))
         gen = torch.Generator().manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        state = {"step": 0, "lam": o["lam"], "history": [], "width": width, "fixed": self.fixed, "factorized": factorized}
+        state = {"step": 0, "lam": o["lam"], "history": [], "width": width, "fixed": self.fixed, "factorized": factorized,
+                 "init_from": init_from}
         if ck:
             try:
                 net.load_state_dict(ck["net"])
@@ -822,7 +889,9 @@ class DartsStrategy(Strategy):
             a_opt.load_state_dict(ck["a_opt"])
             gen.set_state(ck["gen"])
             rng.bit_generator.state = ck["rng"]
-            state = {**ck["state"], "width": width, "fixed": self.fixed, "factorized": factorized}
+            state = {**ck["state"], "width": width, "fixed": self.fixed, "factorized": factorized, "init_from": init_from}
+        elif init_from:
+            self._inherit(net, init_from)
         cfg = TrainConfig(batch_size=o["batch_size"], seed=self.seed)
         warmup = int(o["warmup_fraction"] * o["steps"])
         tau0, tau1 = o["tau"]
