@@ -225,8 +225,9 @@ class Supernet(nn.Module):
     neck and head serve every depth badly. Split by both (uniform sampling, 3,000 steps)
     it ranked at 0.491 with seed 0 but 0.051 with seed 1 (BENCHMARKS.md): each group's
     neck and head train only on the steps that sample it (1/9 of them for neck and head
-    depth under uniform sampling), too few to rank repeatably; :meth:`inherit` starts
-    the groups from a trained unsplit supernet instead. With ``sandwich`` sampling the largest
+    depth under uniform sampling), too few to rank repeatably. Started from a trained
+    unsplit supernet (:meth:`inherit`) the groups repeat across seeds (0.71 / 0.63) but
+    rank no better than that supernet (session 12). With ``sandwich`` sampling the largest
     and smallest paths always train the deepest and the shallowest group, so the groups
     train unevenly: use uniform sampling with a split.
     """
