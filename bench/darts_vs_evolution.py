@@ -79,7 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DARTS's factorized option: one architecture parameter per choice value, not per candidate")
     p.add_argument("--darts-init-from", default=None, metavar="CKPT",
                    help="DARTS's init_from option: start its supernet from this `nas supernet train` checkpoint "
-                        "(its training time is not part of the wall-clock evolution gets)")
+                        "of the bench's space (default settings: 256 px; e.g. `nas supernet train --input-size 256`); "
+                        "its training time is not part of the wall-clock evolution gets")
     p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--n-train", type=int, default=256)
@@ -176,7 +177,8 @@ def main(argv=None) -> int:
                                           "width": _width_option(args.darts_width),
                                           "candidates": args.darts_candidates,
                                           "factorized": args.darts_factorized,
-                                          **({"init_from": args.darts_init_from} if args.darts_init_from else {}),
+                                          **({"init_from": str(Path(args.darts_init_from).resolve())}
+                                             if args.darts_init_from else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)

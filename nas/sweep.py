@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -179,7 +180,7 @@ class Sweep:
 
         by_name = {v.name: v.overrides for v in todo}
         constants = {"base": json.dumps(self.base), "overrides": json.dumps(by_name), "out": str(self.out.resolve()),
-                     "threads": max(1, int(cpus_per_trial))}
+                     "threads": max(1, int(cpus_per_trial)), "cwd": os.getcwd()}
         with ray_session(address):
             tuner = tune.Tuner(
                 tune.with_resources(_variant_trainable, {"cpu": cpus_per_trial}),
@@ -195,6 +196,11 @@ def _variant_trainable(config: dict) -> dict:
     import torch
 
     torch.set_num_threads(config["threads"])
+    # Ray starts a trial in its own folder: go back to where the sweep was launched (on a
+    # machine that has it), so relative paths in the config (table, init_from) mean the
+    # same as they did when Sweep.new checked them.
+    if os.path.isdir(config.get("cwd", "")):
+        os.chdir(config["cwd"])
     name = config["variant"]
     overrides = json.loads(config["overrides"])[name]
     return {"summary": json.dumps(run_variant(json.loads(config["base"]), overrides, Path(config["out"]) / name))}

@@ -453,6 +453,44 @@ def test_search_can_start_from_a_trained_supernet(space, tmp_path):
         DartsStrategy.init_record(space, str(split))
 
 
+def test_search_from_a_trained_supernet_starts_there_and_resumes_only_with_it(space, table_path, tmp_path):
+    """Through ``search()``: the weights start as the checkpoint's (one step from them,
+    not from a fresh draw); a resumed search with another ``init_from`` is refused."""
+    from evaluators.data import DataConfig
+    from evaluators.supernet import Supernet, load_checkpoint, train_supernet
+
+    ckpt = tmp_path / "supernet.pt"
+    train_supernet(space, DataConfig(n_train=4, n_val=2), 1, 4, 0, ckpt, progress=False)
+    record = load_checkpoint(ckpt, mmap=False)
+    g = torch.Generator().manual_seed(2)
+    for name, t in record["weights"].items():  # far from any fresh draw
+        if name.startswith("weights."):
+            t.add_(torch.randn(t.shape, generator=g))
+    torch.save(record, ckpt)
+    two_kinds = get_space("cpu_detector", num_classes=6, input_size=64, block_kinds=["dsconv", "ir"])
+    with pytest.raises(InputError, match=r"trained with block kinds \['dsconv', 'ghost', 'ir', 'shuffle'\], the space has"):
+        DartsStrategy.init_record(two_kinds, str(ckpt))
+    shared = Supernet(space)
+    shared.load_state_dict(record["weights"])
+    options = dict(steps=1, batch_size=4, width=0.5, kinds=KINDS, table=str(table_path), measure_rounds=0,
+                   data={"n_train": 8, "n_val": 4}, progress=False)
+    strategy = DartsStrategy(space, Objective(mode="soft", target_ms=3.0), init_from=str(ckpt),
+                             checkpoint_path=str(tmp_path / "darts.pt"), **options)
+    strategy.search()
+    searched = torch.load(tmp_path / "darts.pt", weights_only=False)["net"]
+    start, fresh = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS), DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    start.inherit(shared)
+    weights = [k for k, v in start.state_dict().items() if k.endswith("weight") and v.dim() == 4]
+    gap = lambda net: max(float((searched[k] - net.state_dict()[k]).abs().max()) for k in weights)  # noqa: E731
+    assert gap(start) < 0.05 < gap(fresh)  # one AdamW step moves a weight by about the lr, 4e-3
+    other = tmp_path / "other.pt"
+    other.write_bytes(ckpt.read_bytes())
+    again = DartsStrategy(space, Objective(mode="soft", target_ms=3.0), init_from=str(other),
+                          checkpoint_path=str(tmp_path / "darts.pt"), **options)
+    with pytest.raises(InputError, match="was trained with darts option init_from"):
+        again.search()
+
+
 @pytest.mark.parametrize("option, message", [
     ("candidates: 3", "'budget' is 2, but strategy 'darts' may propose up to 3"),
     ("candidates: two", "darts option 'candidates': 'two' is not a whole number >= 1"),

@@ -103,6 +103,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
@@ -332,8 +334,8 @@ class DartsSupernet(nn.Module):
             try:
                 op.load_state_dict(supernet.op_state(spec))
             except RuntimeError as exc:  # shapes: the supernet's largest op is smaller than this one
-                raise InputError(f"darts init_from: op {spec.role} ({spec.kind}) does not fit the supernet's "
-                                 f"weights ({str(exc).splitlines()[-1].strip()}); use a supernet of this space") from None
+                raise InputError(f"darts option 'init_from': op {spec.role} ({spec.kind}) does not fit the "
+                                 f"supernet's weights ({str(exc).splitlines()[-1].strip()})") from None
             loaded += 1
         return loaded
 
@@ -681,9 +683,10 @@ class DartsStrategy(Strategy):
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
     cells by a short training; the engine refuses a ``budget`` below them),
     ``factorized`` (one architecture parameter per choice value, not per candidate; see
-    the module docstring), ``init_from`` (a checkpoint of ``nas supernet train`` for the
-    same space, unsplit: every candidate starts from the weights a path holding it
-    inherits there, instead of a fresh draw; :meth:`DartsSupernet.inherit`).
+    the module docstring), ``init_from`` (a ``nas supernet train`` checkpoint of the same
+    space settings and block kinds, unsplit: every op as built, at the largest width and
+    channels, starts from that supernet's weights for its role instead of a fresh draw;
+    :meth:`DartsSupernet.inherit`; read once, when the search starts).
     """
 
     gradient_based = True  # not part of the sampler conformance loop: it trains a supernet
@@ -696,11 +699,15 @@ class DartsStrategy(Strategy):
                  init_from: str | None = None, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
+        # A resumed search has its weights already: init_from is not read again, so a
+        # moved file does not stop it (the path is still compared, see search()).
+        resuming = bool(checkpoint_path) and Path(checkpoint_path).exists()
         self.check_options(space, objective, dict(
             steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tau, warmup_fraction=warmup_fraction,
             lam=lam, width=width, fixed=fixed, data=data, threads=threads, kinds=kinds, measure_rounds=measure_rounds,
             params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every,
-            init_from=init_from))
+            init_from=None if resuming else init_from))
+        init_from = str(Path(init_from).resolve()) if init_from is not None else None
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
@@ -771,7 +778,7 @@ class DartsStrategy(Strategy):
         option and the file otherwise."""
         from evaluators.supernet import check_checkpoint, load_checkpoint
 
-        if not isinstance(path, str):
+        if not isinstance(path, (str, os.PathLike)):
             raise InputError(f"darts option 'init_from': {path!r} is not a path to a `nas supernet train` checkpoint")
         try:
             record = load_checkpoint(path)
@@ -781,6 +788,12 @@ class DartsStrategy(Strategy):
         if record["train"].get("split"):
             raise InputError(f"darts option 'init_from': {path} is a split supernet ({record['train']['split']}); "
                              "use one trained without --split")
+        # Block kinds are not among the space's settings: read them from the tensor names
+        # (``s3-b1__ir__...``), so a supernet of other kinds is refused here, not mid-search.
+        kinds = {name.split("__")[1] for name in record["weight_names"] if re.match(r"s\d+-b\d+__", name)}
+        if kinds != set(space.block_kinds):
+            raise InputError(f"darts option 'init_from': {path} was trained with block kinds {sorted(kinds)}, the "
+                             f"space has {sorted(space.block_kinds)}; train a supernet with the space's kinds")
         return record
 
     def _inherit(self, net: DartsSupernet, path: str) -> None:
@@ -788,7 +801,10 @@ class DartsStrategy(Strategy):
 
         with torch.random.fork_rng(devices=[]):  # its initial draw is overwritten: keep the search's RNG
             supernet = Supernet(self.space)
-        load_weights(supernet, self.init_record(self.space, path), path)
+        try:
+            load_weights(supernet, self.init_record(self.space, path), path)
+        except InputError as exc:
+            raise InputError(f"darts option 'init_from': {exc}") from None
         net.inherit(supernet)
 
     @classmethod
