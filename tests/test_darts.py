@@ -1,6 +1,7 @@
 """Differentiable search: mixed ops, the expected latency, the latency gradient, and a
 tiny end-to-end search through the engine that resumes and exports."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -396,8 +397,11 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
     mid = float(ExpectedLatency(net, probe)(net.probabilities()).detach())
     targets = [round(mid * 0.8, 3), round(mid * 1.1, 3)]
     base = {"space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
+            # The table path relative, as a config's often is: Ray starts each trial in its own
+            # folder, and the sweep must go back to the launch folder for it to mean the same.
             "strategy": {"name": "darts", "options": {"steps": 4, "batch_size": 4, "width": 0.5, "kinds": list(KINDS),
-                                                      "table": str(table_path), "data": {"n_train": 16, "n_val": 8}}},
+                                                      "table": os.path.relpath(table_path),
+                                                      "data": {"n_train": 16, "n_val": 8}}},
             "budget": 1, "objective": {"mode": "soft"},
             "evaluators": [{"name": "latency_table", "options": {"table": str(table_path)}}, "params_flops"]}
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
