@@ -59,7 +59,7 @@ from torch import nn
 from torch.func import functional_call
 
 from search_spaces import Architecture, OpSpec, SearchSpace
-from search_spaces.cpu_detector import CpuDetector
+from search_spaces.cpu_detector import STAGES, CpuDetector
 from search_spaces.errors import InputError
 from search_spaces.files import atomic_write
 from search_spaces.ops import make_op
@@ -418,12 +418,18 @@ def load_checkpoint(path: str | os.PathLike, mmap: bool = True) -> dict:
 def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
     """Raise :class:`InputError` naming ``path`` unless the checkpoint is for ``space``
     with the same settings (the classes change the head's tensors; the input size
-    changes no tensor but every path's statistics)."""
+    changes no tensor but every path's statistics) and block kinds (not among the
+    settings: read from the stage blocks' tensor names, ``s3-b1__ir__...``)."""
     if record["space"] != space.name or record["settings"] != space.settings():
         raise InputError(
             f"supernet checkpoint {path} was trained for space {record['space']!r} with settings "
             f"{record['settings']}, not {space.name!r} with {space.settings()}; "
             "train a supernet for this space or use the matching checkpoint")
+    block_roles = {f"{st.name}-b{b}" for st in STAGES for b in range(max(st.depths))}
+    kinds = {name.split("__")[1] for name in record["weight_names"] if name.split("__")[0] in block_roles}
+    if kinds != set(space.block_kinds):
+        raise InputError(f"supernet checkpoint {path} was trained with block kinds {sorted(kinds)}, the space has "
+                         f"{sorted(space.block_kinds)}; train a supernet with the space's block kinds")
 
 
 def load_weights(supernet: Supernet, record: dict, path) -> None:
@@ -438,6 +444,16 @@ def load_weights(supernet: Supernet, record: dict, path) -> None:
                          f"{sorted(theirs ^ ours)[:2]}): it was trained for other block kinds or ops; "
                          "train a supernet for this space")
     supernet.load_state_dict(record["weights"])
+
+
+def load_supernet(record: dict, space: SearchSpace, path) -> Supernet:
+    """The checkpoint's supernet for ``space`` (its split included), weights loaded; the
+    caller's torch RNG is left as it was (the initial draw is overwritten anyway)."""
+    check_checkpoint(record, space, path)
+    with torch.random.fork_rng(devices=[]):
+        supernet = Supernet(space, record["train"].get("split", ()))
+    load_weights(supernet, record, path)
+    return supernet
 
 
 # --------------------------------------------------------------------------- training
@@ -623,8 +639,11 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
                                  "resume with the same settings or choose another --out")
     start_from = None
     if init_from and record is None:
-        start_from = load_checkpoint(init_from)
-        check_checkpoint(start_from, space, init_from)
+        try:
+            start_from = load_checkpoint(init_from)
+            check_checkpoint(start_from, space, init_from)
+        except InputError as exc:
+            raise InputError(f"init_from: {exc}") from None
     train_data, _ = data_cfg.load(space.settings()["input_size"])
     _check_data(train_data, space, data_cfg)
     if len(train_data) < batch_size:
@@ -735,9 +754,7 @@ class SupernetScore(Evaluator):
         calling it first keeps that one-off cost out of a candidate's time)."""
         check_checkpoint(self._record, space, self.path)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
-            with torch.random.fork_rng(devices=[]):  # the initial draw is overwritten: keep the caller's RNG
-                self._supernet = Supernet(space, self._record["train"].get("split", ()))
-            load_weights(self._supernet, self._record, self.path)
+            self._supernet = load_supernet(self._record, space, self.path)
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
             self._data = cfg.load(space.settings()["input_size"])
             _check_data(self._data[0], space, cfg)

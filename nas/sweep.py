@@ -199,7 +199,7 @@ def _variant_trainable(config: dict) -> dict:
     # Ray starts a trial in its own folder: go back to where the sweep was launched (on a
     # machine that has it), so relative paths in the config (table, init_from) mean the
     # same as they did when Sweep.new checked them.
-    if os.path.isdir(config.get("cwd", "")):
+    if os.path.isdir(config["cwd"]):
         os.chdir(config["cwd"])
     name = config["variant"]
     overrides = json.loads(config["overrides"])[name]

@@ -199,7 +199,7 @@ def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
     other = get_space("cpu_detector", num_classes=3, input_size=96)
     with pytest.raises(InputError, match="supernet.pt"):
         ev(other.sample(random.Random(0)), other)
-    # A checkpoint of a space with other ops (say, other block kinds) is refused by name.
+    # A checkpoint holding other tensors (say, from another version of the ops) is refused by name.
     record = load_checkpoint(trained.path, mmap=False)
     record["weight_names"] = record["weight_names"][1:]
     torch.save(record, tmp_path / "other_ops.pt")

@@ -104,7 +104,6 @@ import dataclasses
 import itertools
 import math
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
@@ -265,7 +264,7 @@ class DartsSupernet(nn.Module):
                  kinds: tuple | None = None, factorized: bool = False):
         super().__init__()
         self.space = space
-        self._built: list[tuple[nn.Module, OpSpec]] = []  # every op made, with its spec (see inherit)
+        self._built: list[tuple[nn.Module, OpSpec]] = []  # every stateful op in the net, with its spec (inherit)
         self.widths = as_widths(width)
         self.candidates = block_candidates(kinds or space.block_kinds)
         decisions = space.decisions()
@@ -311,6 +310,8 @@ class DartsSupernet(nn.Module):
         self.axis_alpha = nn.Parameter(torch.zeros(len(self.axes), n_opt))
         self.register_buffer("axis_valid", torch.tensor([[1.0 if i < len(o) else 0.0 for i in range(n_opt)]
                                                          for _, o in self.axes]), persistent=False)
+        live = {id(m) for m in self.net.modules()}  # the template's ops replaced by mixed ops are not
+        self._built = [(op, spec) for op, spec in self._built if id(op) in live and op.state_dict()]
 
     # ----- construction -------------------------------------------------------------------
     def _make(self, spec: OpSpec) -> nn.Module:
@@ -326,18 +327,13 @@ class DartsSupernet(nn.Module):
         rather than a fresh draw. A candidate at position ``b`` takes the supernet's
         weights of role ``.b``. Returns the number of ops loaded. :class:`InputError`
         if an op does not fit (a supernet trained for other settings)."""
-        live = {id(m) for m in self.net.modules()}
-        loaded = 0
         for op, spec in self._built:
-            if id(op) not in live or not op.state_dict():  # replaced by a mixed op, or stateless
-                continue
             try:
                 op.load_state_dict(supernet.op_state(spec))
             except RuntimeError as exc:  # shapes: the supernet's largest op is smaller than this one
-                raise InputError(f"darts option 'init_from': op {spec.role} ({spec.kind}) does not fit the "
-                                 f"supernet's weights ({str(exc).splitlines()[-1].strip()})") from None
-            loaded += 1
-        return loaded
+                raise InputError(f"op {spec.role} ({spec.kind}) does not fit the supernet's weights "
+                                 f"({str(exc).splitlines()[-1].strip()})") from None
+        return len(self._built)
 
     def _largest(self) -> list[int]:
         """The option index per axis the modules are built at: the widest widths and
@@ -788,24 +784,15 @@ class DartsStrategy(Strategy):
         if record["train"].get("split"):
             raise InputError(f"darts option 'init_from': {path} is a split supernet ({record['train']['split']}); "
                              "use one trained without --split")
-        # Block kinds are not among the space's settings: read them from the tensor names
-        # (``s3-b1__ir__...``), so a supernet of other kinds is refused here, not mid-search.
-        kinds = {name.split("__")[1] for name in record["weight_names"] if re.match(r"s\d+-b\d+__", name)}
-        if kinds != set(space.block_kinds):
-            raise InputError(f"darts option 'init_from': {path} was trained with block kinds {sorted(kinds)}, the "
-                             f"space has {sorted(space.block_kinds)}; train a supernet with the space's kinds")
         return record
 
     def _inherit(self, net: DartsSupernet, path: str) -> None:
-        from evaluators.supernet import Supernet, load_weights
+        from evaluators.supernet import load_supernet
 
-        with torch.random.fork_rng(devices=[]):  # its initial draw is overwritten: keep the search's RNG
-            supernet = Supernet(self.space)
         try:
-            load_weights(supernet, self.init_record(self.space, path), path)
+            net.inherit(load_supernet(self.init_record(self.space, path), self.space, path))
         except InputError as exc:
             raise InputError(f"darts option 'init_from': {exc}") from None
-        net.inherit(supernet)
 
     @classmethod
     def proposals(cls, options: Mapping[str, Any]) -> int | None:
