@@ -23,6 +23,8 @@ Usage::
     nas supernet train --steps 3000 --input-size 128 --out runs/sn128/supernet.pt
     python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only
     python bench/proxy_ranking.py --train-seed 1      # the same networks re-trained: how well mAP repeats
+    python bench/proxy_ranking.py --steps 800 --shard 0/2 &   # two 1-thread processes share the
+    python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file)
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -31,6 +33,7 @@ for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import random
 import shlex
@@ -74,9 +77,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"trained-result cache (default {DEFAULT_CACHE.relative_to(ROOT)})")
     p.add_argument("--supernet", metavar="CKPT", help="also score with the supernet evaluator from this checkpoint")
+    p.add_argument("--shard", type=shard, default=(0, 1), metavar="K/N",
+                   help="only the architectures whose index i (references first) has i %% N == K, so N processes "
+                        "can share the trainings and the cache (default 0/1: all)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     return p.parse_args(argv)
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 0 <= K < N; argparse turns a ValueError into a usage error."""
+    k, sep, n = text.partition("/")
+    if not sep or not k.isdigit() or not n.isdigit() or not 0 <= int(k) < int(n):
+        raise ValueError(text)
+    return int(k), int(n)
 
 
 def architectures(space, n: int, seed: int) -> list[tuple[str, object]]:
@@ -108,9 +122,17 @@ def load_cache(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def save_cache(path: Path, cache: dict) -> None:
-    """Write atomically, so an interrupt while writing never loses earlier results."""
-    write_text_atomic(path, json.dumps(cache, indent=1, sort_keys=True))
+def save_result(path: Path, cache: dict, key: str, name: str, result: dict) -> None:
+    """Add one trained result to ``cache`` and to the file, atomically (an interrupt while
+    writing never loses earlier results). The file is re-read under a lock and merged, so
+    processes training other shards into the same file do not drop each other's results;
+    ``cache`` gets their results too."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        for k, entries in load_cache(path).items():
+            cache.setdefault(k, {}).update({n: r for n, r in entries.items() if n not in cache.get(k, {})})
+        cache.setdefault(key, {})[name] = result
+        write_text_atomic(path, json.dumps(cache, indent=1, sort_keys=True))
 
 
 def trained(arch, space, trainer, cache: dict, key: str, path: Path) -> tuple[dict, bool]:
@@ -124,8 +146,7 @@ def trained(arch, space, trainer, cache: dict, key: str, path: Path) -> tuple[di
         result = {k: float(v) for k, v in trainer(arch, space).items()}
     except TrainingFailure as exc:  # deterministic for the settings: cache it, do not retry
         result = {"error": str(exc)}
-    entry[name] = result
-    save_cache(path, cache)
+    save_result(path, cache, key, name, result)
     return result, False
 
 
@@ -260,8 +281,9 @@ def run(args: argparse.Namespace) -> int:
 
     archs = architectures(space, args.n, args.seed)
     rows, supernet_seconds = [], []
+    k, n_shards = args.shard
     for i, (name, arch) in enumerate(archs, 1):
-        if args.cached_only and space.to_string(arch) not in cache.get(key, {}):
+        if (i - 1) % n_shards != k or (args.cached_only and space.to_string(arch) not in cache.get(key, {})):
             continue
         start = time.monotonic()
         scores = measure(arch, space, evaluators, supernet_seconds)
