@@ -330,3 +330,30 @@ def test_proxy_marginals_reads_a_ranking_output(capsys):
     table = float(re.search(r"^supernet_map50\s+(\S+)", output.read_text(), re.M).group(1))
     assert overall == pytest.approx(table, abs=1e-3)
     assert re.search(r"^head\.depth\s+0\.04\s", printed, re.M)  # the trained mAP's column
+
+
+def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
+    """Two processes training other shards into one cache file keep each other's results:
+    each write re-reads the file and merges, so the later writer does not drop the
+    earlier one's entry (a plain rewrite of its own in-memory cache would)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from proxy_ranking import load_cache, save_result, shard
+    finally:
+        sys.path.remove(str(root / "bench"))
+    path = tmp_path / "cache.json"
+    first, second = load_cache(path), load_cache(path)  # both processes start from the same (empty) file
+    save_result(path, first, "k", "arch_a", {"map50": 0.1})
+    save_result(path, second, "k", "arch_b", {"map50": 0.2})
+    assert load_cache(path) == {"k": {"arch_a": {"map50": 0.1}, "arch_b": {"map50": 0.2}}}
+    assert second == load_cache(path)  # the later writer sees the other's result too
+    save_result(path, first, "k", "arch_a", {"map50": 0.3})  # its own new result wins over the file's
+    assert load_cache(path)["k"] == {"arch_a": {"map50": 0.3}, "arch_b": {"map50": 0.2}}
+    assert shard("1/2") == (1, 2)
+    for bad in ("2/2", "1", "a/2", "-1/2"):
+        with pytest.raises(ValueError):
+            shard(bad)
