@@ -94,6 +94,9 @@ def test_usage_errors_exit_2_without_traceback(args, message):
     ("{name: rl, options: {learning_rate: '0.1'}}", "rl option 'learning_rate': '0.1' is not a number > 0"),
     ("{name: random, options: {max_tries: 2.5}}", "random option 'max_tries': 2.5 is not a whole number >= 1"),
     ("{name: tpe, options: {n_ei_candidates: 0}}", "tpe option 'n_ei_candidates': 0 is not a whole number >= 1"),
+    ("{name: tpe, options: {constant_liar: 'no'}}", "tpe option 'constant_liar': 'no' is not true or false"),
+    ("{name: evolution, options: {avoid_duplicates: 0}}", "evolution option 'avoid_duplicates': 0 is not true or false"),
+    ("{name: rl, options: {reuse_results: 'false'}}", "rl option 'reuse_results': 'false' is not true or false"),
     ("{name: darts}\nobjective: {mode: accuracy}", "strategy 'darts' needs a latency target: objective.target_ms"),
 ])
 def test_unknown_or_bad_strategy_options_exit_2_before_the_run_folder_exists(strategy, message, tmp_path, capsys):

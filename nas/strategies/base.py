@@ -116,6 +116,14 @@ def check_count(strategy: str, options: Mapping[str, Any], name: str, minimum: i
     check_number(strategy, options, name, f"a whole number >= {minimum}", lambda v: isinstance(v, int) and v >= minimum)
 
 
+def check_flags(strategy: str, options: Mapping[str, Any], *names: str) -> None:
+    """InputError unless each option in ``names``, when given, is true or false: YAML's
+    ``"no"`` in quotes, or 0, would otherwise switch a flag by truthiness, silently."""
+    for name in names:
+        if name in options and not isinstance(options[name], bool):
+            raise InputError(f"{strategy} option {name!r}: {options[name]!r} is not true or false")
+
+
 def option_default(cls: type, name: str) -> Any:
     """The default of keyword ``name`` in ``cls.__init__``: checks that need an option the
     user did not give read it here rather than restating it."""

@@ -120,7 +120,7 @@ from search_spaces.files import atomic_write
 from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_divisible, make_op
 
 from ..objectives import Objective
-from .base import Result, Strategy, check_count, check_number, option_default, register_strategy
+from .base import Result, Strategy, check_count, check_flags, check_number, option_default, register_strategy
 
 PARAM_CHOICES = {"kernel": (3, 5), "expansion": (3, 6), "se": (False, True), "act": ("relu", "hswish")}
 # The neck and head decisions (the "macro" choices), each one value for the whole network.
@@ -739,8 +739,7 @@ class DartsStrategy(Strategy):
         if not (isinstance(tau, (list, tuple)) and len(tau) == 2
                 and all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in tau)):
             raise InputError(f"darts option 'tau': {tau!r} is not [start, end], two temperatures > 0")
-        if not isinstance(options.get("factorized", False), bool):
-            raise InputError(f"darts option 'factorized': {options['factorized']!r} is not true or false")
+        check_flags("darts", options, "factorized", "progress")
         data = options.get("data") or {}
         fields = [f.name for f in dataclasses.fields(DataConfig)]
         if not isinstance(data, Mapping) or set(data) - set(fields):

@@ -41,7 +41,7 @@ from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective, value_bounds
 from .base import (
-    Result, Strategy, check_count, check_number, option_default, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_count, check_flags, check_number, option_default, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -64,6 +64,7 @@ class RegularizedEvolution(Strategy):
     def check_options(cls, space: SearchSpace, objective: Objective, options: Mapping[str, Any]) -> None:
         for name in ("population_size", "sample_size", "max_tries"):
             check_count("evolution", options, name, 1)
+        check_flags("evolution", options, "avoid_duplicates", "reuse_results")
         population, sample = (options.get(n, option_default(cls, n)) for n in ("population_size", "sample_size"))
         if sample > population:
             raise InputError(f"evolution option 'sample_size' ({sample}) is larger than 'population_size' "
@@ -74,7 +75,8 @@ class RegularizedEvolution(Strategy):
                  avoid_duplicates: bool = True, reuse_results: bool = True) -> None:
         super().__init__(space, objective, seed)
         self.check_options(space, objective, dict(population_size=population_size, sample_size=sample_size,
-                                                  max_tries=max_tries))
+                                                  max_tries=max_tries, avoid_duplicates=avoid_duplicates,
+                                                  reuse_results=reuse_results))
         self.population_size = population_size
         self.sample_size = sample_size
         self.max_tries = max_tries

@@ -49,7 +49,7 @@ from search_spaces.errors import InputError
 
 from ..objectives import Metrics, Objective
 from .base import (
-    Result, Strategy, check_count, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
+    Result, Strategy, check_count, check_flags, check_number, is_failure, random_state_from_json, random_state_to_json, register_strategy, result_from_json,
     result_to_json,
 )
 
@@ -78,6 +78,7 @@ class ReinforceStrategy(Strategy):
         check_number("rl", options, "baseline_decay", "a number in [0, 1)", lambda v: 0 <= v < 1)
         check_number("rl", options, "entropy_weight", "a number >= 0", lambda v: v >= 0)
         check_count("rl", options, "max_redraws", 0)
+        check_flags("rl", options, "reuse_results")
         if options.get("reward_shaping", "rank") not in ("rank", "std"):
             raise InputError(f"rl option 'reward_shaping': {options['reward_shaping']!r} is not 'rank' or 'std'")
 
@@ -87,7 +88,7 @@ class ReinforceStrategy(Strategy):
         super().__init__(space, objective, seed)
         self.check_options(space, objective, dict(learning_rate=learning_rate, baseline_decay=baseline_decay,
                                                   entropy_weight=entropy_weight, reward_shaping=reward_shaping,
-                                                  max_redraws=max_redraws))
+                                                  max_redraws=max_redraws, reuse_results=reuse_results))
         self.reward_shaping = reward_shaping
         self.learning_rate = learning_rate
         self.baseline_decay = baseline_decay

@@ -47,7 +47,7 @@ from search_spaces.base import SearchSpace
 from search_spaces.errors import InputError
 
 from ..objectives import Objective
-from .base import Result, Strategy, check_count, is_failure, register_strategy, result_from_json, result_to_json
+from .base import Result, Strategy, check_count, check_flags, is_failure, register_strategy, result_from_json, result_to_json
 
 _TELL_INDEX = "nas_tell_index"
 _RESULT = "nas_result"
@@ -73,6 +73,7 @@ class TPEStrategy(Strategy):
         check_count("tpe", options, "n_startup_trials", 0)
         check_count("tpe", options, "n_ei_candidates", 1)
         check_count("tpe", options, "max_redraws", 0)
+        check_flags("tpe", options, "multivariate", "constant_liar", "reuse_results")
 
     def __init__(self, space: SearchSpace, objective: Objective, seed: int = 0, *,
                  n_startup_trials: int = 5, n_ei_candidates: int = 24, multivariate: bool = True,
@@ -80,7 +81,8 @@ class TPEStrategy(Strategy):
                  storage_path: str | None = None, study_name: str = "nas") -> None:
         super().__init__(space, objective, seed)
         self.check_options(space, objective, dict(n_startup_trials=n_startup_trials, n_ei_candidates=n_ei_candidates,
-                                                  max_redraws=max_redraws))
+                                                  max_redraws=max_redraws, multivariate=multivariate,
+                                                  constant_liar=constant_liar, reuse_results=reuse_results))
         import optuna
         from optuna.distributions import CategoricalDistribution
 
