@@ -12,6 +12,23 @@ torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _scramble(module: torch.nn.Module, seed: int) -> None:
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed)
+        for name, t in module.state_dict().items():
+            if t.is_floating_point():
+                noise = torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var") else torch.randn(t.shape, generator=g) * 0.1
+                t.copy_(noise if name.endswith(("running_var", "running_mean")) else t + noise)
+
+
+@pytest.fixture(scope="session")
+def scramble():
+    """``scramble(module, seed)``: seeded random weights and BatchNorm statistics, in
+    place, unlike any fresh draw, so an equality between two networks that should share
+    them is not trivially true."""
+    return _scramble
+
+
 @pytest.fixture(scope="session")
 def detector_space():
     from search_spaces import get_space

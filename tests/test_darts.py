@@ -416,7 +416,7 @@ def test_sweep_runs_darts_searches_in_parallel_on_ray(space, table_path, tmp_pat
         assert (tmp_path / "sw" / row["variant"] / "report.md").exists() and row["trials"] == 1
 
 
-def test_search_can_start_from_a_trained_supernet(space, tmp_path):
+def test_search_can_start_from_a_trained_supernet(space, tmp_path, scramble):
     """``init_from``: every op of the DARTS supernet starts as the op a path holding it
     inherits from a weight-sharing supernet, so with one-hot weights the DARTS network
     computes what the standalone network loaded from that supernet computes; a split
@@ -425,11 +425,7 @@ def test_search_can_start_from_a_trained_supernet(space, tmp_path):
 
     torch.manual_seed(0)
     shared = Supernet(space)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # trained-looking weights and statistics, unlike any fresh draw
-        for name, t in shared.state_dict().items():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "running_var" in name else t + 0.1 * torch.randn(t.shape, generator=g))
+    scramble(shared, 1)
     net = DartsSupernet(space, 0.75, DEFAULT_FIXED, ("dsconv", "ir"))
     assert net.inherit(shared) > len(net.positions) * len(net.candidates)
     rng = np.random.default_rng(0)

@@ -34,20 +34,10 @@ def _trained_archs(space):
     return [space.sample(rng) for _ in range(STEPS)]
 
 
-def _scramble(module: torch.nn.Module, seed: int) -> None:
-    """Random weights and BN statistics, so eval-mode equality is not trivially true."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                noise = torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var") else torch.randn(t.shape, generator=g) * 0.1
-                t.copy_(noise if name.endswith(("running_var", "running_mean")) else t + noise)
-
-
-def test_inherited_weights_give_the_standalone_outputs(space):
+def test_inherited_weights_give_the_standalone_outputs(space, scramble):
     torch.manual_seed(0)
     net = Supernet(space)
-    _scramble(net, 0)
+    scramble(net, 0)
     rng = random.Random(0)
     x = torch.rand(2, 3, 64, 64)
     archs = [space.sample(rng) for _ in range(3)]
@@ -210,14 +200,14 @@ def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
         get_evaluator("supernet", checkpoint=str(tmp_path / "junk.pt"))
 
 
-def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tmp_path):
+def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tmp_path, scramble):
     """``split``: the neck and head tensors are per (neck depth, head depth), the backbone
     shared; inheritance stays exact; training one path leaves another depth's head
     alone; the evaluator reads the split from the checkpoint."""
     torch.manual_seed(0)
     split = ("neck.depth", "head.depth")
     net = Supernet(space, split)
-    _scramble(net, 1)
+    scramble(net, 1)
     base = space.sample(random.Random(3)).sample
     shallow = space.from_sample({**base, "neck.depth": 1, "head.depth": 1})
     deep = space.from_sample({**base, "neck.depth": 1, "head.depth": 2})
