@@ -66,7 +66,9 @@ from search_spaces.ops import make_op
 
 from .base import Evaluator, register_evaluator
 from .data import DataConfig
-from .trainer import PreparedData, TrainConfig, TrainingFailure, _batch, evaluate, supervised_loss, to_tensor
+from .distillation import class_distillation
+from .trainer import (PreparedData, TrainConfig, TrainingFailure, _batch, dense_loss, dense_outputs, evaluate,
+                      to_tensor)
 
 CHECKPOINT_FORMAT = "cpu-det-nas/supernet"
 CHECKPOINT_VERSION = 2  # 2: weights shared across widths, kernels and expansions
@@ -470,7 +472,8 @@ def make_optimizer(supernet: Supernet, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(supernet.weights.values(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-SAMPLING_RULES = ("uniform", "sandwich")
+SAMPLING_RULES = ("uniform", "sandwich", "distill")
+DISTILL_TEMPERATURE = 2.0  # the finishing pass's default (nas.finishing.passes.DistillOptions)
 
 
 def step_paths(space: SearchSpace, rng, rule: str = "uniform") -> list[Architecture]:
@@ -482,8 +485,9 @@ def step_paths(space: SearchSpace, rng, rule: str = "uniform") -> list[Architect
     SE, PAN, neck and head sizes) at its largest or smallest choice, the categorical
     ones (block kinds, activations) as drawn. Without it the channels only wide paths
     use are trained a fraction of the time and tuned to narrow neighbours, so wide
-    and narrow paths score alike. The draw is the same in both rules, so the sampled
-    paths are the same sequence.
+    and narrow paths score alike. ``distill`` trains the sandwich's paths too (see
+    :func:`train_step` for what it adds). The draw is the same in every rule, so the
+    sampled paths are the same sequence.
     """
     decisions = space.decisions()
     drawn = {k: rng.choice(choices) for k, choices in decisions.items()}
@@ -495,13 +499,20 @@ def step_paths(space: SearchSpace, rng, rule: str = "uniform") -> list[Architect
         ordered = {k: pick(c) for k, c in decisions.items() if all(isinstance(v, (int, float)) for v in c)}
         return space.from_sample({**drawn, **ordered})
 
-    return [extreme(max), extreme(min), arch]
+    return [extreme(max), extreme(min), arch]  # the largest first: distill's teacher
 
 
 def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Architecture], images: torch.Tensor,
-               targets: list[dict], cfg: TrainConfig, lr: float) -> float:
+               targets: list[dict], cfg: TrainConfig, lr: float, distill: bool = False) -> float:
     """One SPOS step on the paths ``archs`` (one, or a sandwich): the detection loss
     through each path on the same batch, gradients summed, clip, AdamW step.
+
+    ``distill`` (BigNAS's in-place distillation): every path after the first also learns
+    the first path's class scores (:func:`evaluators.distillation.class_distillation`,
+    weight 1, temperature ``DISTILL_TEMPERATURE``; the teacher's outputs are detached,
+    so it learns from the labels alone). Why: the labels of a small batch are a noisy
+    target, and a shared weight pulled by every path toward the same teacher
+    outputs is pulled less in opposite directions.
 
     Only the shared tensors of the path's (role, kind)s get gradients; AdamW skips the
     others, so they are untouched (no weight decay either). Inside a shared tensor the
@@ -512,10 +523,16 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Archi
     loss (the sampled one); raises :class:`TrainingFailure` on NaN/inf.
     """
     opt.zero_grad(set_to_none=True)
+    teacher_logits = None
     for arch in archs:
         view = supernet.subnet(arch)
         view.train()
-        loss = supervised_loss(view, images, targets)["loss"]
+        logits, boxes = dense_outputs(view, images)
+        loss = dense_loss(view, logits, boxes, targets)["loss"]
+        if teacher_logits is not None:
+            loss = loss + class_distillation(logits, teacher_logits, DISTILL_TEMPERATURE)
+        elif distill:
+            teacher_logits = logits.detach()
         if not torch.isfinite(loss):
             raise TrainingFailure(f"supernet loss became {loss.item()} (lr {lr:.2e}) on {arch.id}")
         loss.backward()
@@ -594,7 +611,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
 
     Step ``i`` trains ``step_paths(space, rng, sampling)`` (``rng = random.Random(seed)``,
     drawn in order) on one batch (the trainer's augmentation and schedule); ``sampling``
-    is ``uniform`` (one path) or ``sandwich`` (three, so a step costs three times as much). The checkpoint is written
+    is ``uniform`` (one path), ``sandwich`` (three, so a step costs three times as much)
+    or ``distill`` (the sandwich with in-place distillation from its largest path). The checkpoint is written
     atomically every ``save_every`` steps and at the end; if ``out_path`` already holds
     a checkpoint of the same space, data and settings, training resumes from it (a
     finished one is returned as is); different settings raise :class:`InputError`.
@@ -670,7 +688,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     while state.step < steps:
         archs = step_paths(space, state.arch_rng, sampling)
         images, targets = _batch(train_data, state.next_indices(batch_size), cfg, state.data_rng)
-        loss = train_step(state.supernet, state.opt, archs, images, targets, cfg, lr_at(state.step, cfg))
+        loss = train_step(state.supernet, state.opt, archs, images, targets, cfg, lr_at(state.step, cfg),
+                          distill=sampling == "distill")
         state.step += 1
         state.losses.append(loss)
         state.seconds = seconds_before + time.monotonic() - start

@@ -170,9 +170,15 @@ def train(model: torch.nn.Module, data: PreparedData, cfg: TrainConfig = TrainCo
 
 def supervised_loss(model, images: torch.Tensor, targets: list[dict]) -> dict:
     """The detection loss of a :class:`search_spaces.cpu_detector.CpuDetector`."""
+    return dense_loss(model, *dense_outputs(model, images), targets)
+
+
+def dense_outputs(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits ``[B, N, C]`` and decoded boxes ``[B, N, 4]`` over all points, as the
+    loss sees them (before any score threshold or NMS)."""
     dense = model.decode.flatten(*model.forward_levels(images))
     nc = model.num_classes
-    return dense_loss(model, dense[..., :nc], model.decode.boxes(dense[..., nc:]), targets)
+    return dense[..., :nc], model.decode.boxes(dense[..., nc:])
 
 
 def dense_loss(model, cls_logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict]) -> dict:

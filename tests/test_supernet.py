@@ -133,6 +133,35 @@ def test_sandwich_steps_train_the_drawn_path_and_its_extremes(space):
     assert len(space.ops(largest)) > len(space.ops(drawn)) >= len(space.ops(smallest))
 
 
+def test_distill_steps_teach_the_smaller_paths_and_leave_the_teacher_to_the_labels(space, tiny_data3):
+    """In-place distillation: one step on [largest, smallest] changes the weights the
+    smallest path uses (against the same step without it) and not one weight only the
+    largest path uses (its outputs are detached: the teacher learns from the labels)."""
+    import numpy as np
+
+    assert step_paths(space, random.Random(5), "distill") == step_paths(space, random.Random(5), "sandwich")
+    largest, smallest, _ = step_paths(space, random.Random(5), "distill")
+    train_data, _ = tiny_data3.load(64)
+    # No clipping: a clip scales every update by the total norm, which distillation changes.
+    cfg = TrainConfig(batch_size=4, warmup_steps=1, hflip=False, brightness=0.0, grad_clip=1e9)
+    images, targets = _batch(train_data, np.arange(4), cfg, np.random.default_rng(0))
+
+    def one_step(paths, distill):
+        torch.manual_seed(0)
+        net = Supernet(space)
+        train_step(net, make_optimizer(net, cfg), paths, images, targets, cfg, lr=cfg.lr, distill=distill)
+        return net.state_dict()
+
+    torch.manual_seed(0)
+    start = Supernet(space).state_dict()
+    student = {k for k, v in one_step([smallest], False).items() if not torch.equal(v, start[k])}
+    plain, distilled = one_step([largest, smallest], False), one_step([largest, smallest], True)
+    teacher_only = {k for k in start if not torch.equal(plain[k], start[k])} - student
+    assert student and teacher_only
+    assert all(torch.equal(distilled[k], plain[k]) for k in teacher_only)
+    assert any(not torch.equal(distilled[k], plain[k]) for k in student)
+
+
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, tiny_data3, trained, tmp_path):
     assert trained.complete and len(trained.losses) == STEPS
     out = tmp_path / "resumed.pt"

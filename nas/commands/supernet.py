@@ -16,9 +16,10 @@ from nas.cli import arg, command
 @arg("--seed", type=int, default=0)
 @arg("--lr", type=float, default=4e-3, help="peak AdamW learning rate (warm-up, then cosine decay to 0)")
 @arg("--save-every", type=int, default=100)
-@arg("--sampling", choices=("uniform", "sandwich"), default="uniform",
+@arg("--sampling", choices=("uniform", "sandwich", "distill"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
-          "(BigNAS's sandwich rule; three times the cost per step)")
+          "(BigNAS's sandwich rule; three times the cost per step); distill: the sandwich, where the smaller "
+          "two also learn the largest one's class scores (BigNAS's in-place distillation)")
 @arg("--split", default="", metavar="DECISIONS",
      help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
           "neck and head weights (few-shot NAS); the backbone stays shared")

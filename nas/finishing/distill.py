@@ -1,27 +1,15 @@
 """Knowledge distillation for the detectors of the space.
 
-Three terms, added to the supervised detection loss with their weights. Each is scaled
-like the supervised loss (:mod:`evaluators.detection_loss`) so that a weight of 1 gives
-it a gradient of about the same size; the first version (a mean KL over all points and
-classes, and an L1 on box distances) had gradients 0.1x and 3x the supervised one, and
-the distilled student lost 7.7 points mAP@.5 against training without a teacher.
+Three terms, added to the supervised detection loss with their weights: soft class
+targets and objectness-weighted box distillation (:mod:`evaluators.distillation`, where
+they are defined and explained, shared with the supernet's in-place distillation), and
 
-* **soft class targets** (Hinton et al.): the teacher's sigmoid scores (at temperature T)
-  are the student's targets under the same quality focal loss the supervised term uses:
-  per-class binary KL divergence modulated by ``|student - teacher|^beta``, summed and
-  divided by the teacher's objectness mass (its stand-in for the number of positives),
-  times T^2. The scores are independent sigmoids, so each class is its own Bernoulli.
-* **objectness-weighted box distillation** (Mehta & Ozturk, "Object detection at 200
-  Frames Per Second"): GIoU loss between the student's and the teacher's decoded boxes,
-  weighted by the teacher's objectness squared, so its arbitrary boxes on background
-  points teach nothing (this head has no objectness output; the teacher's max class
-  score plays it; squared, the points below 0.1 carry 2% of the weight instead of 29%).
 * **feature imitation** on the neck outputs (FitNets, Romero et al.): a trained 1x1
   adaptation conv maps each student level to the teacher's width; mean squared error.
 
 :func:`distillation_losses` is exactly zero when student and teacher outputs are equal
 and the adapters are identities (:func:`make_adapters` starts them so when widths
-match): the KL is computed as ``BCE(student) - BCE(teacher)`` with the same targets.
+match).
 """
 from __future__ import annotations
 
@@ -31,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluators.boxes import giou_loss_torch
-from evaluators.detection_loss import QFL_BETA
+from evaluators.distillation import box_distillation, class_distillation
 from evaluators.trainer import dense_loss
 
 
@@ -78,22 +65,8 @@ def distillation_losses(student_out: DetectorOutputs, teacher_out: DetectorOutpu
     ``teacher_out`` should be computed without gradients. Both outputs must cover the
     same points (same input size and strides) and the same classes.
     """
-    if student_out.cls_logits.shape != teacher_out.cls_logits.shape:
-        raise ValueError(f"student outputs {tuple(student_out.cls_logits.shape)} and teacher outputs "
-                         f"{tuple(teacher_out.cls_logits.shape)} differ; distillation needs the same classes and input size")
-    t = float(temperature)
-    teacher_scores = torch.sigmoid(teacher_out.cls_logits)
-    objectness = teacher_scores.max(-1).values                                  # [B, N]
-    soft_target = torch.sigmoid(teacher_out.cls_logits / t)
-    # KL(teacher || student) per Bernoulli = CE(teacher, student) - H(teacher).
-    kl = (F.binary_cross_entropy_with_logits(student_out.cls_logits / t, soft_target, reduction="none")
-          - F.binary_cross_entropy_with_logits(teacher_out.cls_logits / t, soft_target, reduction="none"))
-    focus = (torch.sigmoid(student_out.cls_logits / t) - soft_target).abs().pow(QFL_BETA)
-    kd_cls = (kl * focus).sum() / objectness.sum().clamp(min=1e-6) * t * t
-
-    weight = objectness.square()
-    kd_box = (giou_loss_torch(student_out.boxes, teacher_out.boxes) * weight).sum() / weight.sum().clamp(min=1e-6)
-
+    kd_cls = class_distillation(student_out.cls_logits, teacher_out.cls_logits, temperature)
+    kd_box = box_distillation(student_out.boxes, teacher_out.boxes, teacher_out.cls_logits)
     kd_feat = sum(F.mse_loss(adapter(s), t_feat) for adapter, s, t_feat in
                   zip(adapters, student_out.neck, teacher_out.neck)) / len(adapters)
     return {"kd_cls": kd_cls, "kd_box": kd_box, "kd_feat": kd_feat}
