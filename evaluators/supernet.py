@@ -520,7 +520,8 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Archi
     a little, as in Once-for-All, and the decoupled weight decay shrinks them by
     ``lr * weight_decay`` (at the defaults, to about 0.74 over 3,000 steps if they were
     never used, less for the channels every width shares). Returns the last path's
-    loss (the sampled one); raises :class:`TrainingFailure` on NaN/inf.
+    loss (the sampled one; with ``distill``, its distillation term included, so the
+    figure does not compare with the other rules'); raises :class:`TrainingFailure` on NaN/inf.
     """
     opt.zero_grad(set_to_none=True)
     teacher_logits = None
