@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-seed", type=int, default=None,
                    help="initial weights and training only (default: --seed); another value with the same --seed "
                         "re-trains the same architectures, which measures how well the trained mAP repeats")
+    p.add_argument("--versus-steps", type=int, default=None, metavar="N",
+                   help="also print how well the trained mAP ranks like the one at N steps (from the cache)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"trained-result cache (default {DEFAULT_CACHE.relative_to(ROOT)})")
     p.add_argument("--supernet", metavar="CKPT", help="also score with the supernet evaluator from this checkpoint")
@@ -237,17 +239,25 @@ def print_correlations(rows: list[dict], columns: list[str]) -> None:
         print(f"{column:<20}{rho:>10.3f}{tau:>10.3f}{n:>5}{kind}")
 
 
-def print_repeatability(args: argparse.Namespace, space, archs, cache: dict, key: str) -> None:
-    """With ``--train-seed`` other than ``--seed``: how well this run's trained mAP ranks
-    like the ``--seed`` run's (from the cache), over the architectures both trained.
-    It bounds what any proxy can reach against one training run."""
-    if train_seed(args) == args.seed:
-        return
-    base = cache.get(key.rsplit(" train_seed=", 1)[0], {})
-    pairs = [(base[n][TARGET], cache[key][n][TARGET]) for n in (space.to_string(a) for _, a in archs)
-             if n in base and n in cache[key] and TARGET in base[n] and TARGET in cache[key][n]]
-    rho, tau, n = rank_correlation(*zip(*pairs)) if pairs else (float("nan"), float("nan"), 0)
-    print(f"\ntrained {TARGET}, train seed {train_seed(args)} vs {args.seed}: spearman {rho:.3f}, kendall {tau:.3f}, n {n}")
+def print_agreement(args: argparse.Namespace, space, archs, cache: dict, key: str) -> None:
+    """How well this run's trained mAP ranks like another run's in the cache, over the
+    architectures both trained: with ``--train-seed`` other than ``--seed``, the ``--seed``
+    run (how well the ground truth repeats; it bounds what any proxy can reach against
+    one training run); with ``--versus-steps N``, the run at N steps (how much the
+    ground truth depends on the training budget)."""
+    others = []
+    if train_seed(args) != args.seed:
+        others.append((f"train seed {train_seed(args)} vs {args.seed}", key.rsplit(" train_seed=", 1)[0]))
+    if args.versus_steps is not None:
+        others.append((f"{args.steps} steps vs {args.versus_steps}",
+                       settings_key(argparse.Namespace(**{**vars(args), "steps": args.versus_steps}))))
+    names = [space.to_string(a) for _, a in archs]
+    for label, other_key in others:
+        base, this = cache.get(other_key, {}), cache.get(key, {})
+        pairs = [(base[n][TARGET], this[n][TARGET]) for n in names
+                 if TARGET in base.get(n, {}) and TARGET in this.get(n, {})]
+        rho, tau, n = rank_correlation(*zip(*pairs)) if pairs else (float("nan"), float("nan"), 0)
+        print(f"\ntrained {TARGET}, {label}: spearman {rho:.3f}, kendall {tau:.3f}, n {n}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     columns = [f"zc_{p}" for p in sorted(PROXIES)] + (["supernet_map50"] if args.supernet else []) + ["params", "flops"]
     print_architectures(rows, columns)
     print_correlations(rows, columns)
-    print_repeatability(args, space, archs, cache, key)
+    print_agreement(args, space, archs, cache, key)
     if supernet_seconds:
         print(f"\nsupernet evaluator: median {np.median(supernet_seconds):.2f} s, max {max(supernet_seconds):.2f} s "
               f"per candidate ({len(supernet_seconds)} candidates, {args.threads} thread(s), after loading)")
