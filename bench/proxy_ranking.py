@@ -24,7 +24,8 @@ Usage::
     python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only
     python bench/proxy_ranking.py --train-seed 1      # the same networks re-trained: how well mAP repeats
     python bench/proxy_ranking.py --steps 800 --shard 0/2 &   # two 1-thread processes share the
-    python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file)
+    python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file); each ranks its own
+    python bench/proxy_ranking.py --steps 800 --cached-only   # half, so rank all 32 once both are done
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -84,7 +85,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "can share the trainings and the cache (default 0/1: all)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.versus_steps is not None and not (args.versus_steps >= 1 and args.versus_steps != args.steps):
+        p.error(f"--versus-steps must be a step count >= 1 other than --steps ({args.steps}), got {args.versus_steps}")
+    return args
 
 
 def shard(text: str) -> tuple[int, int]:
@@ -129,6 +133,7 @@ def save_result(path: Path, cache: dict, key: str, name: str, result: dict) -> N
     writing never loses earlier results). The file is re-read under a lock and merged, so
     processes training other shards into the same file do not drop each other's results;
     ``cache`` gets their results too."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
         for k, entries in load_cache(path).items():

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from .boxes import giou_loss_torch
 from .detection_loss import QFL_BETA
 
+DEFAULT_TEMPERATURE = 2.0  # of the finishing pass and of the supernet's in-place distillation
+
 
 def class_distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Soft-class-target term (scalar) for class logits ``[B, N, C]`` of both networks."""

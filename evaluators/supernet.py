@@ -8,7 +8,8 @@ training batches (the supernet's running statistics mix every path, so they are 
 for any single one) and measure mAP on the validation split. ``sampling="sandwich"``
 (BigNAS) also trains each drawn path's largest and smallest versions, at three times
 the cost per step; it ranked better in the one comparison made (BENCHMARKS.md), and
-neither ranks as well as params yet.
+neither ranks as well as params yet. ``sampling="distill"`` is the sandwich with BigNAS's
+in-place distillation: the smaller two paths also learn the largest one's class scores.
 
 Weight sharing granularity (Once-for-All / BigNAS style). At each op role (``"s3.b1"``,
 ``"neck.lateral0"``, ...) and for each block kind that role can take, every weight
@@ -66,7 +67,7 @@ from search_spaces.ops import make_op
 
 from .base import Evaluator, register_evaluator
 from .data import DataConfig
-from .distillation import class_distillation
+from .distillation import DEFAULT_TEMPERATURE, class_distillation
 from .trainer import (PreparedData, TrainConfig, TrainingFailure, _batch, dense_loss, dense_outputs, evaluate,
                       to_tensor)
 
@@ -473,7 +474,6 @@ def make_optimizer(supernet: Supernet, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 SAMPLING_RULES = ("uniform", "sandwich", "distill")
-DISTILL_TEMPERATURE = 2.0  # the finishing pass's default (nas.finishing.passes.DistillOptions)
 
 
 def step_paths(space: SearchSpace, rng, rule: str = "uniform") -> list[Architecture]:
@@ -509,7 +509,7 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Archi
 
     ``distill`` (BigNAS's in-place distillation): every path after the first also learns
     the first path's class scores (:func:`evaluators.distillation.class_distillation`,
-    weight 1, temperature ``DISTILL_TEMPERATURE``; the teacher's outputs are detached,
+    weight 1, temperature ``DEFAULT_TEMPERATURE``; the teacher's outputs are detached,
     so it learns from the labels alone). Why: the labels of a small batch are a noisy
     target, and a shared weight pulled by every path toward the same teacher
     outputs is pulled less in opposite directions.
@@ -531,7 +531,7 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Archi
         logits, boxes = dense_outputs(view, images)
         loss = dense_loss(view, logits, boxes, targets)["loss"]
         if teacher_logits is not None:
-            loss = loss + class_distillation(logits, teacher_logits, DISTILL_TEMPERATURE)
+            loss = loss + class_distillation(logits, teacher_logits, DEFAULT_TEMPERATURE)
         elif distill:
             teacher_logits = logits.detach()
         if not torch.isfinite(loss):

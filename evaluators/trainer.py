@@ -176,7 +176,12 @@ def supervised_loss(model, images: torch.Tensor, targets: list[dict]) -> dict:
 def dense_outputs(model, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Class logits ``[B, N, C]`` and decoded boxes ``[B, N, 4]`` over all points, as the
     loss sees them (before any score threshold or NMS)."""
-    dense = model.decode.flatten(*model.forward_levels(images))
+    return split_dense(model, model.decode.flatten(*model.forward_levels(images)))
+
+
+def split_dense(model, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The head outputs flattened over all points (``model.decode.flatten``) as class
+    logits and decoded boxes."""
     nc = model.num_classes
     return dense[..., :nc], model.decode.boxes(dense[..., nc:])
 

@@ -23,9 +23,9 @@ def _scramble(module: torch.nn.Module, seed: int) -> None:
 
 @pytest.fixture(scope="session")
 def scramble():
-    """``scramble(module, seed)``: seeded random weights and BatchNorm statistics, in
-    place, unlike any fresh draw, so an equality between two networks that should share
-    them is not trivially true."""
+    """``scramble(module, seed)``, in place: seeded noise added to every weight, and
+    seeded random BatchNorm statistics, so that an equality between two networks that
+    should share them is not trivially true of a fresh draw."""
     return _scramble
 
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from evaluators.base import get_evaluator
+from evaluators.distillation import DEFAULT_TEMPERATURE, class_distillation
 from evaluators.supernet import (Supernet, SupernetScore, UntrainedOpsError, load_checkpoint, make_optimizer, step_paths,
                                  train_step, train_supernet)
-from evaluators.trainer import TrainConfig, _batch
+from evaluators.trainer import TrainConfig, _batch, dense_outputs
 from search_spaces import InputError, get_space
 
 STEPS, BATCH, SEED = 6, 4, 1
@@ -133,33 +134,44 @@ def test_sandwich_steps_train_the_drawn_path_and_its_extremes(space):
     assert len(space.ops(largest)) > len(space.ops(drawn)) >= len(space.ops(smallest))
 
 
-def test_distill_steps_teach_the_smaller_paths_and_leave_the_teacher_to_the_labels(space, tiny_data3):
-    """In-place distillation: one step on [largest, smallest] changes the weights the
-    smallest path uses (against the same step without it) and not one weight only the
-    largest path uses (its outputs are detached: the teacher learns from the labels)."""
+def test_distill_steps_add_the_teachers_class_scores_to_the_smaller_paths_only(space, tiny_data3, scramble):
+    """In-place distillation: a step on [largest, smallest] gets exactly the gradient of
+    the plain step plus that of the smallest path learning the largest one's (detached)
+    class scores; nothing of that reaches a weight only the largest path uses."""
     import numpy as np
 
     assert step_paths(space, random.Random(5), "distill") == step_paths(space, random.Random(5), "sandwich")
     largest, smallest, _ = step_paths(space, random.Random(5), "distill")
     train_data, _ = tiny_data3.load(64)
-    # No clipping: a clip scales every update by the total norm, which distillation changes.
-    cfg = TrainConfig(batch_size=4, warmup_steps=1, hflip=False, brightness=0.0, grad_clip=1e9)
+    cfg = TrainConfig(batch_size=4, warmup_steps=1, hflip=False, brightness=0.0, grad_clip=1e9)  # no clipping
     images, targets = _batch(train_data, np.arange(4), cfg, np.random.default_rng(0))
-
-    def one_step(paths, distill):
-        torch.manual_seed(0)
-        net = Supernet(space)
-        train_step(net, make_optimizer(net, cfg), paths, images, targets, cfg, lr=cfg.lr, distill=distill)
-        return net.state_dict()
-
     torch.manual_seed(0)
-    start = Supernet(space).state_dict()
-    student = {k for k, v in one_step([smallest], False).items() if not torch.equal(v, start[k])}
-    plain, distilled = one_step([largest, smallest], False), one_step([largest, smallest], True)
-    teacher_only = {k for k in start if not torch.equal(plain[k], start[k])} - student
-    assert student and teacher_only
-    assert all(torch.equal(distilled[k], plain[k]) for k in teacher_only)
-    assert any(not torch.equal(distilled[k], plain[k]) for k in student)
+    net = Supernet(space)
+    scramble(net, 2)  # the two paths' scores differ, so the distillation gradient is not ~0
+    opt = make_optimizer(net, cfg)
+
+    def gradients(step):
+        step()
+        grads = {k: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for k, p in net.weights.items()}
+        net.zero_grad(set_to_none=True)
+        return grads
+
+    # lr 0: the steps leave the weights as they are and their gradients in place.
+    plain = gradients(lambda: train_step(net, opt, [largest, smallest], images, targets, cfg, lr=0.0))
+    distilled = gradients(lambda: train_step(net, opt, [largest, smallest], images, targets, cfg, lr=0.0, distill=True))
+
+    def distillation_alone():
+        (teacher, _), (student, _) = (dense_outputs(net.subnet(a).train(), images) for a in (largest, smallest))
+        class_distillation(student, teacher.detach(), DEFAULT_TEMPERATURE).backward()
+
+    kd = gradients(distillation_alone)
+    assert any(g.abs().max() > 1e-4 for g in kd.values())
+    for name in kd:
+        torch.testing.assert_close(distilled[name] - plain[name], kd[name], atol=1e-6, rtol=1e-4)
+    smallest_uses = {k for k, p in gradients(lambda: train_step(net, opt, [smallest], images, targets, cfg, lr=0.0)).items()
+                     if p.abs().max() > 0}
+    teacher_only = {k for k, g in plain.items() if g.abs().max() > 0} - smallest_uses
+    assert teacher_only and all(torch.equal(distilled[k], plain[k]) for k in teacher_only)
 
 
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(space, tiny_data3, trained, tmp_path):
@@ -354,7 +366,8 @@ def test_proxy_marginals_reads_a_ranking_output(capsys):
 def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
     """Two processes training other shards into one cache file keep each other's results:
     each write re-reads the file and merges, so the later writer does not drop the
-    earlier one's entry (a plain rewrite of its own in-memory cache would)."""
+    earlier one's entry (a plain rewrite of its own in-memory cache would). Tested one
+    write after another; between processes, the file lock keeps the writes apart."""
     import sys
     from pathlib import Path
 

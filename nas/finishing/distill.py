@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evaluators.distillation import box_distillation, class_distillation
-from evaluators.trainer import dense_loss
+from evaluators.trainer import dense_loss, split_dense
 
 
 @dataclass
@@ -36,8 +36,7 @@ def detector_outputs(model, images: torch.Tensor) -> DetectorOutputs:
     keeping the neck outputs that ``forward_levels`` discards."""
     neck = model.neck(model.features(images))
     dense = model.decode.flatten(*[head(level) for head, level in zip(model.heads, neck)])
-    nc = model.num_classes
-    return DetectorOutputs(dense[..., :nc], model.decode.boxes(dense[..., nc:]), neck)
+    return DetectorOutputs(*split_dense(model, dense), neck)
 
 
 def neck_widths(model) -> list[int]:

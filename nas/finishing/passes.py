@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from evaluators.distillation import DEFAULT_TEMPERATURE
 from evaluators.trainer import PreparedData, TrainConfig, evaluate, train
 from search_spaces import Architecture, SearchSpace
 from search_spaces.errors import InputError
@@ -154,7 +155,7 @@ class DistillOptions:
                                                  # train vs distill is one schedule, two losses) | previous (stage)
     steps: int | None = None                     # student steps; None: train.steps
     teacher_steps: int | None = None             # teacher steps (a larger network needs more); None: the student's
-    temperature: float = 2.0
+    temperature: float = DEFAULT_TEMPERATURE
     # Term weights. Defaults from ablations on bench/finishing.py's setting (300 steps, teacher
     # 0.549 mAP@.5, student alone 0.273): soft classes alone 0.288, + boxes 0.278, + features
     # 0.265. So the box and feature terms are off unless asked for.
