@@ -8,8 +8,9 @@ training batches (the supernet's running statistics mix every path, so they are 
 for any single one) and measure mAP on the validation split. ``sampling="sandwich"``
 (BigNAS) also trains each drawn path's largest and smallest versions, at three times
 the cost per step; it ranked better in the one comparison made (BENCHMARKS.md), and
-neither ranks as well as params yet. ``sampling="distill"`` is the sandwich with BigNAS's
-in-place distillation: the smaller two paths also learn the largest one's class scores.
+neither ranks as well as FLOPs yet. ``sampling="distill"`` is the sandwich with BigNAS's
+in-place distillation: the smaller two paths also learn the largest one's class scores;
+measured with two seeds, it ranked worse than the plain sandwich (BENCHMARKS.md).
 
 Weight sharing granularity (Once-for-All / BigNAS style). At each op role (``"s3.b1"``,
 ``"neck.lateral0"``, ...) and for each block kind that role can take, every weight
@@ -510,9 +511,9 @@ def train_step(supernet: Supernet, opt: torch.optim.Optimizer, archs: list[Archi
     ``distill`` (BigNAS's in-place distillation): every path after the first also learns
     the first path's class scores (:func:`evaluators.distillation.class_distillation`,
     weight 1, temperature ``DEFAULT_TEMPERATURE``; the teacher's outputs are detached,
-    so it learns from the labels alone). Why: the labels of a small batch are a noisy
-    target, and a shared weight pulled by every path toward the same teacher
-    outputs is pulled less in opposite directions.
+    so it learns from the labels alone). BigNAS's reason: a shared weight pulled by every
+    path toward the same teacher outputs is pulled less in opposite directions. Here it
+    ranked worse than the plain sandwich with both seeds (BENCHMARKS.md, session 13).
 
     Only the shared tensors of the path's (role, kind)s get gradients; AdamW skips the
     others, so they are untouched (no weight decay either). Inside a shared tensor the

@@ -19,7 +19,8 @@ from nas.cli import arg, command
 @arg("--sampling", choices=("uniform", "sandwich", "distill"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
           "(BigNAS's sandwich rule; three times the cost per step); distill: the sandwich, where the smaller "
-          "two also learn the largest one's class scores (BigNAS's in-place distillation)")
+          "two also learn the largest one's class scores (BigNAS's in-place distillation; it ranked worse "
+          "here, see BENCHMARKS.md)")
 @arg("--split", default="", metavar="DECISIONS",
      help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
           "neck and head weights (few-shot NAS); the backbone stays shared")
