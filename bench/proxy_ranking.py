@@ -89,16 +89,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     args = p.parse_args(argv)
+    if args.supernet_n_val is not None and args.supernet_n_val < 1:
+        p.error(f"--supernet-n-val must be >= 1, got {args.supernet_n_val}")
     if args.versus_steps is not None and not (args.versus_steps >= 1 and args.versus_steps != args.steps):
         p.error(f"--versus-steps must be a step count >= 1 other than --steps ({args.steps}), got {args.versus_steps}")
     return args
 
 
 def shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` -> (K, N) with 0 <= K < N; argparse turns a ValueError into a usage error."""
+    """``"K/N"`` -> (K, N) with 0 <= K < N; otherwise an ArgumentTypeError, which
+    argparse prints as a usage error (exit 2)."""
     k, sep, n = text.partition("/")
     if not sep or not k.isdigit() or not n.isdigit() or not 0 <= int(k) < int(n):
-        raise ValueError(text)
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N with 0 <= K < N, e.g. 0/2 and 1/2 for two processes")
     return int(k), int(n)
 
 

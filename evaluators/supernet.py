@@ -8,7 +8,8 @@ training batches (the supernet's running statistics mix every path, so they are 
 for any single one) and measure mAP on the validation split. ``sampling="sandwich"``
 (BigNAS) also trains each drawn path's largest and smallest versions, at three times
 the cost per step; it ranked better in the one comparison made (BENCHMARKS.md), and
-neither ranks as well as FLOPs yet. ``sampling="distill"`` is the sandwich with BigNAS's
+neither ranks as well as FLOPs yet. Scored and judged on 512 validation images instead
+of a shared 128, the sandwich supernet hardly ranks at all (0.08 / 0.16, session 13). ``sampling="distill"`` is the sandwich with BigNAS's
 in-place distillation: the smaller two paths also learn the largest one's class scores;
 measured with two seeds, it ranked worse than the plain sandwich (BENCHMARKS.md).
 

@@ -368,6 +368,7 @@ def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
     each write re-reads the file and merges, so the later writer does not drop the
     earlier one's entry (a plain rewrite of its own in-memory cache would). Tested one
     write after another; between processes, the file lock keeps the writes apart."""
+    import argparse
     import sys
     from pathlib import Path
 
@@ -387,5 +388,5 @@ def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
     assert load_cache(path)["k"] == {"arch_a": {"map50": 0.3}, "arch_b": {"map50": 0.2}}
     assert shard("1/2") == (1, 2)
     for bad in ("2/2", "1", "a/2", "-1/2"):
-        with pytest.raises(ValueError):
+        with pytest.raises(argparse.ArgumentTypeError, match="is not K/N"):
             shard(bad)
