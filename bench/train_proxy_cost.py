@@ -1,23 +1,29 @@
 """How long does one ``train_proxy`` evaluation take at its default budget on this machine?
 
-The ``train_proxy`` evaluator with its defaults (300 steps, batch 16, 512 generated
+The ``train_proxy`` evaluator with its defaults (its steps and batch size, 512 generated
 training images, 128 validation images, 256 px; the same as ``configs/default.yaml``)
 scores the space's 8 reference architectures and ``--n`` random ones (seeded). Printed:
 the command line, per architecture the wall-clock seconds of the whole evaluation
 (data preparation excluded: it is generated once per process and cached), the training
 seconds, mAP@.5, params and FLOPs; then the median, the slowest and how many finished
-within ``--limit`` seconds (issue 4's target: 3 minutes).
+within ``--limit`` seconds (issue 4's target: 3 minutes). ``--versus OUTPUT`` also
+prints how well this run's mAP@.5 ranks the networks like an earlier output of this
+script (say, at a longer budget): a cheaper budget is only worth having if it does.
 
 Run it on an otherwise idle machine: it is a timing.
 
 Usage::
 
     python bench/train_proxy_cost.py                 # 8 references + 4 random, 2 threads
+    python bench/train_proxy_cost.py --n 0 --steps 300 > long.txt
+    python bench/train_proxy_cost.py --n 0 --versus long.txt   # the default budget against 300 steps
     python bench/train_proxy_cost.py --n 0 --steps 5 --input-size 64 --n-train 32 --n-val 8   # smoke run
 """
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
 import random
 import shlex
 import sys
@@ -25,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # runnable as a script from a clone without installing
@@ -33,8 +40,27 @@ if str(ROOT) not in sys.path:  # runnable as a script from a clone without insta
 import torch  # noqa: E402
 
 from evaluators.base import get_evaluator  # noqa: E402
+from evaluators.builtin import TrainProxy  # noqa: E402
 from evaluators.data import DataConfig  # noqa: E402
 from search_spaces import get_space  # noqa: E402
+
+
+# The evaluator's own defaults, so this bench times the budget a search really gets.
+DEFAULTS = {name: param.default for name, param in inspect.signature(TrainProxy.__init__).parameters.items()}
+HEADER = f"{'arch':<24}{'seconds':>9}{'training':>10}{'map50':>8}{'params':>10}{'GFLOPs':>8}"
+
+
+def read_map50(path: Path) -> dict[str, float]:
+    """mAP@.5 per architecture name from an earlier output of this script; ValueError
+    saying what is wrong with the file otherwise."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror}") from None
+    if HEADER not in lines:
+        raise ValueError(f"{path} is not an output of bench/train_proxy_cost.py (no table header)")
+    rows = itertools.takewhile(str.strip, lines[lines.index(HEADER) + 1:])
+    return {fields[0]: float(fields[3]) for fields in (row.split() for row in rows)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,13 +68,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=4, help="random architectures besides the 8 references (default 4)")
     p.add_argument("--seed", type=int, default=0, help="architecture sampling and training seed (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2: the whole machine)")
-    p.add_argument("--steps", type=int, default=300, help="training steps (default 300, train_proxy's default)")
-    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16, train_proxy's default)")
+    p.add_argument("--steps", type=int, default=DEFAULTS["steps"],
+                   help=f"training steps (default {DEFAULTS['steps']}, train_proxy's default)")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                   help=f"batch size (default {DEFAULTS['batch_size']}, train_proxy's default)")
     p.add_argument("--input-size", type=int, default=256, help="input size (default 256, the space's default)")
     p.add_argument("--n-train", type=int, default=512, help="generated training images (default 512)")
     p.add_argument("--n-val", type=int, default=128, help="generated validation images (default 128)")
     p.add_argument("--limit", type=float, default=180.0, help="target seconds per candidate (default 180)")
-    return p.parse_args(argv)
+    p.add_argument("--versus", type=Path, metavar="OUTPUT",
+                   help="an earlier output of this script: also print the Spearman between its mAP@.5 and this run's")
+    args = p.parse_args(argv)
+    if args.versus is not None:
+        try:  # read first: a bad file fails before any training
+            args.versus_map50 = read_map50(args.versus)
+        except ValueError as exc:
+            p.error(f"--versus: {exc}")  # exit 2
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,13 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     archs = list(space.reference_architectures().items()) + [(f"random_{i:02d}", space.sample(rng)) for i in range(args.n)]
 
-    print(f"\n{'arch':<24}{'seconds':>9}{'training':>10}{'map50':>8}{'params':>10}{'GFLOPs':>8}", flush=True)
-    seconds = []
+    print(f"\n{HEADER}", flush=True)
+    seconds, map50 = [], {}
     for name, arch in archs:
         start = time.monotonic()
         metrics = trainer(arch, space)
         took = time.monotonic() - start
         seconds.append(took)
+        map50[name] = metrics["map50"]
         size = stats(arch, space)
         print(f"{name:<24}{took:>9.1f}{metrics['train_seconds']:>10.1f}{metrics['map50']:>8.3f}"
               f"{size['params'] / 1e6:>9.2f}M{size['flops'] / 1e9:>8.2f}", flush=True)
@@ -80,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(seconds)} candidates at {args.steps} steps, batch {args.batch_size}, {args.input_size} px, "
           f"{args.threads} thread(s): median {np.median(seconds):.0f} s, slowest {max(seconds):.0f} s, "
           f"{within}/{len(seconds)} within {args.limit:.0f} s")
+    if args.versus is not None:
+        both = [name for name in map50 if name in args.versus_map50]
+        if len(both) < 3:
+            print(f"vs {args.versus}: only {len(both)} architecture(s) in both runs, no ranking to compare")
+        else:
+            rho = spearmanr([map50[n] for n in both], [args.versus_map50[n] for n in both])[0]
+            print(f"map50 vs {args.versus}: spearman {rho:.3f} over the {len(both)} architectures in both")
     return 0
 
 

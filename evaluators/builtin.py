@@ -89,7 +89,7 @@ class TrainProxy(Evaluator):
 
     cost = "train"
 
-    def __init__(self, data: dict | None = None, steps: int = 300, batch_size: int = 16, lr: float = 4e-3,
+    def __init__(self, data: dict | None = None, steps: int = 120, batch_size: int = 16, lr: float = 4e-3,
                  time_budget_s: float | None = None, seed: int = 0, threads: int | None = None):
         self.data = DataConfig(**(data or {}))
         self.cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, time_budget_s=time_budget_s, seed=seed)

@@ -68,3 +68,30 @@ def test_class_mismatch_and_unknown_evaluator_are_input_errors():
         get_evaluator("nope")
     with pytest.raises(InputError, match="bad options"):
         get_evaluator("params_flops", bogus=1)
+
+
+def test_train_proxy_cost_compares_with_an_earlier_output(tmp_path, capsys):
+    """bench/train_proxy_cost.py --versus: reads an earlier output's mAP@.5 column, and
+    refuses (exit 2, naming the file) one that is not such an output, before training."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        import train_proxy_cost
+    finally:
+        sys.path.remove(str(root / "bench"))
+    earlier = tmp_path / "long.txt"
+    earlier.write_text("$ python bench/train_proxy_cost.py --n 0\ndata: ...\n\n" + train_proxy_cost.HEADER + "\n"
+                       "pp_lcnet_like_w0.5           94.1      92.0   0.134     0.16M    0.13\n"
+                       "ghostnet_like_w1.0          352.7     348.1   0.222     1.70M    0.35\n"
+                       "\n8 candidates at 300 steps ...\n")
+    assert train_proxy_cost.read_map50(earlier) == {"pp_lcnet_like_w0.5": 0.134, "ghostnet_like_w1.0": 0.222}
+    # the bench times the evaluator's real default budget, not a copy of it
+    assert train_proxy_cost.parse_args([]).steps == get_evaluator("train_proxy").cfg.steps
+    for bad, says in ((tmp_path / "missing.txt", "No such file"), (root / "README.md", "not an output")):
+        with pytest.raises(SystemExit) as exc:
+            train_proxy_cost.parse_args(["--versus", str(bad)])
+        assert exc.value.code == 2
+        assert says in capsys.readouterr().err

@@ -12,7 +12,7 @@
     int8: {calibration_images: 64, methods: [minmax, entropy, percentile]}
 
 Layering of values (later wins): built-in defaults, then what a run folder implies (its
-space settings, the ``train_proxy`` data options and a schedule 4x the proxy's), then
+space settings, the ``train_proxy`` data options and a schedule 4x the proxy's, at least 1,200 steps), then
 the file, then CLI flags.
 """
 from __future__ import annotations
@@ -26,9 +26,10 @@ from evaluators.trainer import TrainConfig
 from nas.config import ConfigError, build_dataclass
 
 DEFAULT_PASSES = ("train", "distill", "prune", "int8")
-# Finishing trains longer than a search's proxy: 4x its default 300 steps.
+# Finishing trains much longer than a search's proxy (10x train_proxy's default 120 steps).
 DEFAULT_TRAIN = TrainConfig(steps=1200)
-# How much longer than the search's proxy training the ``train`` pass runs by default.
+# From a run folder, the ``train`` pass runs this many times the search's proxy steps, and
+# never fewer than DEFAULT_TRAIN's: the proxy's budget is chosen for ranking, not accuracy.
 PROXY_SCHEDULE_FACTOR = 4
 
 

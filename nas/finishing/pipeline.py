@@ -32,7 +32,7 @@ from search_spaces import Architecture, SearchSpace
 from search_spaces.errors import InputError
 from search_spaces.files import write_text_atomic
 
-from .config import PROXY_SCHEDULE_FACTOR, FinishConfig, finish_config, load_finish_config
+from .config import DEFAULT_TRAIN, PROXY_SCHEDULE_FACTOR, FinishConfig, finish_config, load_finish_config
 from .measure import retime_stages
 from .models import class_names_of, load_model
 from .passes import FinishContext, check_order, get_pass
@@ -52,7 +52,7 @@ class FinishSource:
 # ----- sources -----------------------------------------------------------------------------
 def run_base_config(run: Path) -> FinishConfig:
     """Defaults implied by a run folder: its space settings, the ``train_proxy`` data
-    options and a schedule ``PROXY_SCHEDULE_FACTOR`` times the proxy's."""
+    options and a schedule ``PROXY_SCHEDULE_FACTOR`` times the proxy's, at least ``DEFAULT_TRAIN``'s steps."""
     from evaluators.base import get_evaluator
     from nas.engine import RunFolder
 
@@ -61,7 +61,8 @@ def run_base_config(run: Path) -> FinishConfig:
     for ev in search.evaluators:
         if ev.name == "train_proxy":
             proxy = get_evaluator(ev.name, **ev.options)
-            train = dataclasses.replace(proxy.cfg, steps=proxy.cfg.steps * PROXY_SCHEDULE_FACTOR, time_budget_s=None)
+            steps = max(DEFAULT_TRAIN.steps, proxy.cfg.steps * PROXY_SCHEDULE_FACTOR)
+            train = dataclasses.replace(proxy.cfg, steps=steps, time_budget_s=None)
             base = dataclasses.replace(base, data=proxy.data, train=train)
     return base
 
