@@ -50,17 +50,40 @@ DEFAULTS = {name: param.default for name, param in inspect.signature(TrainProxy.
 HEADER = f"{'arch':<24}{'seconds':>9}{'training':>10}{'map50':>8}{'params':>10}{'GFLOPs':>8}"
 
 
-def read_map50(path: Path) -> dict[str, float]:
-    """mAP@.5 per architecture name from an earlier output of this script; ValueError
-    saying what is wrong with the file otherwise."""
+def table_row(name: str, seconds: float, metrics: dict, size: dict) -> str:
+    return (f"{name:<24}{seconds:>9.1f}{metrics['train_seconds']:>10.1f}{metrics['map50']:>8.3f}"
+            f"{size['params'] / 1e6:>9.2f}M{size['flops'] / 1e9:>8.2f}")
+
+
+def read_table(path: Path) -> dict[str, tuple[float, str]]:
+    """Per architecture name in an earlier output of this script: its mAP@.5 and its
+    printed size (params and GFLOPs, which tell whether a ``random_NN`` of that run is
+    the same network as this run's). ValueError naming the file and what is wrong."""
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise ValueError(f"{path}: {exc.strerror}") from None
     if HEADER not in lines:
         raise ValueError(f"{path} is not an output of bench/train_proxy_cost.py (no table header)")
-    rows = itertools.takewhile(str.strip, lines[lines.index(HEADER) + 1:])
-    return {fields[0]: float(fields[3]) for fields in (row.split() for row in rows)}
+    table = {}
+    start = lines.index(HEADER) + 1
+    for number, row in enumerate(itertools.takewhile(str.strip, lines[start:]), start + 1):
+        fields = row.split()
+        try:
+            table[fields[0]] = (float(fields[3]), " ".join(fields[4:6]))
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}, line {number}: not a table row of this script: {row.strip()!r}") from None
+    return table
+
+
+def compare(now: dict[str, tuple[float, str]], earlier: dict[str, tuple[float, str]]) -> str:
+    """One line: the Spearman between two runs' mAP@.5 over the networks both ran (same
+    name and size; another ``--seed`` draws other random networks under the same names)."""
+    both = [name for name in now if name in earlier and now[name][1] == earlier[name][1]]
+    if len(both) < 3:
+        return f"only {len(both)} architecture(s) in both runs, no ranking to compare"
+    rho = spearmanr([now[n][0] for n in both], [earlier[n][0] for n in both])[0]
+    return f"spearman {rho:.3f} over the {len(both)} architectures in both"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,7 +104,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.versus is not None:
         try:  # read first: a bad file fails before any training
-            args.versus_map50 = read_map50(args.versus)
+            args.versus_table = read_table(args.versus)
         except ValueError as exc:
             p.error(f"--versus: {exc}")  # exit 2
     return args
@@ -103,27 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     archs = list(space.reference_architectures().items()) + [(f"random_{i:02d}", space.sample(rng)) for i in range(args.n)]
 
     print(f"\n{HEADER}", flush=True)
-    seconds, map50 = [], {}
+    seconds, table = [], {}
     for name, arch in archs:
         start = time.monotonic()
         metrics = trainer(arch, space)
         took = time.monotonic() - start
         seconds.append(took)
-        map50[name] = metrics["map50"]
-        size = stats(arch, space)
-        print(f"{name:<24}{took:>9.1f}{metrics['train_seconds']:>10.1f}{metrics['map50']:>8.3f}"
-              f"{size['params'] / 1e6:>9.2f}M{size['flops'] / 1e9:>8.2f}", flush=True)
+        row = table_row(name, took, metrics, stats(arch, space))
+        table[name] = (metrics["map50"], " ".join(row.split()[4:6]))
+        print(row, flush=True)
     within = sum(s <= args.limit for s in seconds)
     print(f"\n{len(seconds)} candidates at {args.steps} steps, batch {args.batch_size}, {args.input_size} px, "
           f"{args.threads} thread(s): median {np.median(seconds):.0f} s, slowest {max(seconds):.0f} s, "
           f"{within}/{len(seconds)} within {args.limit:.0f} s")
     if args.versus is not None:
-        both = [name for name in map50 if name in args.versus_map50]
-        if len(both) < 3:
-            print(f"vs {args.versus}: only {len(both)} architecture(s) in both runs, no ranking to compare")
-        else:
-            rho = spearmanr([map50[n] for n in both], [args.versus_map50[n] for n in both])[0]
-            print(f"map50 vs {args.versus}: spearman {rho:.3f} over the {len(both)} architectures in both")
+        print(f"map50 vs {args.versus}: {compare(table, args.versus_table)}")
     return 0
 
 

@@ -251,14 +251,21 @@ def test_finish_cli_from_a_run_folder(tmp_path, tiny, tiny_data3, finish_yaml):
     arch, space = tiny
     run = tmp_path / "run"
     (run / "best").mkdir(parents=True)
-    save_config(SearchConfig(space=SpaceConfig(settings=space.settings()), evaluators=(EvaluatorConfig(
-        "train_proxy", {"steps": 2, "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8}}),)), run / "config.yaml")
+
+    def search_config(proxy_steps):  # the run's config.yaml: what finishing's defaults come from
+        proxy = EvaluatorConfig("train_proxy", {"steps": proxy_steps,
+                                                "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8}})
+        save_config(SearchConfig(space=SpaceConfig(settings=space.settings()), evaluators=(proxy,)), run / "config.yaml")
+
+    search_config(400)
     (run / "best" / "arch.json").write_text(arch.to_json())
     torch.manual_seed(3)
     save_checkpoint(run / "best" / "weights.pt", space.build(arch), arch, space)
 
+    assert load_source(str(run))[1].train.steps == 1600  # 4x the proxy's 400 steps
+    search_config(2)
     source, cfg = load_source(str(run))
-    assert source.trained and cfg.data == tiny_data3 and cfg.train.steps == 1200  # 4x the proxy's 2 steps is less
+    assert source.trained and cfg.data == tiny_data3 and cfg.train.steps == 1200  # never fewer: 4x 2 steps is less
     cfg_file = tmp_path / "prune.yaml"
     cfg_file.write_text(yaml.safe_dump({"measure": FAST_MEASURE, "prune": {"finetune_steps": 1}}))
     res = run_nas("finish", run, "--passes", "prune", "--config", cfg_file, "--no-progress")

@@ -71,27 +71,41 @@ def test_class_mismatch_and_unknown_evaluator_are_input_errors():
 
 
 def test_train_proxy_cost_compares_with_an_earlier_output(tmp_path, capsys):
-    """bench/train_proxy_cost.py --versus: reads an earlier output's mAP@.5 column, and
-    refuses (exit 2, naming the file) one that is not such an output, before training."""
+    """bench/train_proxy_cost.py --versus: reads an earlier output's mAP@.5 column, ranks
+    only the networks both runs trained (same name and size), and refuses (exit 2,
+    naming the file) one that is not such an output, before any training."""
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(root / "bench"))
     try:
-        import train_proxy_cost
+        import train_proxy_cost as bench
     finally:
         sys.path.remove(str(root / "bench"))
+    rows = [("pp_lcnet_like_w0.5", 0.134, 0.16e6, 0.13e9), ("ghostnet_like_w1.0", 0.222, 1.7e6, 0.35e9),
+            ("random_00", 0.150, 0.30e6, 0.20e9), ("random_01", 0.100, 0.20e6, 0.10e9)]
     earlier = tmp_path / "long.txt"
-    earlier.write_text("$ python bench/train_proxy_cost.py --n 0\ndata: ...\n\n" + train_proxy_cost.HEADER + "\n"
-                       "pp_lcnet_like_w0.5           94.1      92.0   0.134     0.16M    0.13\n"
-                       "ghostnet_like_w1.0          352.7     348.1   0.222     1.70M    0.35\n"
-                       "\n8 candidates at 300 steps ...\n")
-    assert train_proxy_cost.read_map50(earlier) == {"pp_lcnet_like_w0.5": 0.134, "ghostnet_like_w1.0": 0.222}
+    earlier.write_text("$ python bench/train_proxy_cost.py --n 2\ndata: ...\n\n" + bench.HEADER + "\n" + "".join(
+        bench.table_row(n, 9.0, {"train_seconds": 8.0, "map50": m}, {"params": p, "flops": f}) + "\n"
+        for n, m, p, f in rows) + "\n4 candidates at 300 steps ...\n")
+    table = bench.read_table(earlier)
+    assert {n: m for n, (m, _) in table.items()} == {n: m for n, m, _, _ in rows}
+    now = dict(table)
+    assert bench.compare(now, table) == "spearman 1.000 over the 4 architectures in both"
+    now["random_01"] = (0.3, table["random_01"][1])  # same network, now ranked first: the order changes
+    assert bench.compare(now, table) == "spearman -0.200 over the 4 architectures in both"
+    now["random_01"] = (0.3, "0.99M 0.50")  # another --seed: another network under the same name
+    assert bench.compare(now, table) == "spearman 1.000 over the 3 architectures in both"
+    del now["random_00"]
+    assert bench.compare(now, table).startswith("only 2 architecture(s)")
     # the bench times the evaluator's real default budget, not a copy of it
-    assert train_proxy_cost.parse_args([]).steps == get_evaluator("train_proxy").cfg.steps
-    for bad, says in ((tmp_path / "missing.txt", "No such file"), (root / "README.md", "not an output")):
+    assert bench.parse_args([]).steps == get_evaluator("train_proxy").cfg.steps
+    truncated = tmp_path / "truncated.txt"
+    truncated.write_text(bench.HEADER + "\nmobilenetv2_like_w0.5   62.3\n")  # a run cut short
+    for bad, says in ((tmp_path / "missing.txt", "No such file"), (root / "README.md", "not an output"),
+                      (truncated, "truncated.txt, line 2: not a table row")):
         with pytest.raises(SystemExit) as exc:
-            train_proxy_cost.parse_args(["--versus", str(bad)])
+            bench.parse_args(["--versus", str(bad)])
         assert exc.value.code == 2
         assert says in capsys.readouterr().err

@@ -26,7 +26,7 @@ from evaluators.trainer import TrainConfig
 from nas.config import ConfigError, build_dataclass
 
 DEFAULT_PASSES = ("train", "distill", "prune", "int8")
-# Finishing trains much longer than a search's proxy (10x train_proxy's default 120 steps).
+# Finishing trains much longer than a search's proxy.
 DEFAULT_TRAIN = TrainConfig(steps=1200)
 # From a run folder, the ``train`` pass runs this many times the search's proxy steps, and
 # never fewer than DEFAULT_TRAIN's: the proxy's budget is chosen for ranking, not accuracy.
