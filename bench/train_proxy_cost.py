@@ -55,6 +55,13 @@ def table_row(name: str, seconds: float, metrics: dict, size: dict) -> str:
             f"{size['params'] / 1e6:>9.2f}M{size['flops'] / 1e9:>8.2f}")
 
 
+def parse_row(row: str) -> tuple[str, tuple[float, str]]:
+    """``(name, (mAP@.5, size))`` of one printed table row, as printed (both runs of a
+    comparison are read at the same rounding); IndexError or ValueError if it is not one."""
+    fields = row.split()
+    return fields[0], (float(fields[3]), " ".join(fields[4:6]))
+
+
 def read_table(path: Path) -> dict[str, tuple[float, str]]:
     """Per architecture name in an earlier output of this script: its mAP@.5 and its
     printed size (params and GFLOPs, which tell whether a ``random_NN`` of that run is
@@ -68,11 +75,11 @@ def read_table(path: Path) -> dict[str, tuple[float, str]]:
     table = {}
     start = lines.index(HEADER) + 1
     for number, row in enumerate(itertools.takewhile(str.strip, lines[start:]), start + 1):
-        fields = row.split()
         try:
-            table[fields[0]] = (float(fields[3]), " ".join(fields[4:6]))
+            name, entry = parse_row(row)
         except (IndexError, ValueError):
             raise ValueError(f"{path}, line {number}: not a table row of this script: {row.strip()!r}") from None
+        table[name] = entry
     return table
 
 
@@ -81,7 +88,8 @@ def compare(now: dict[str, tuple[float, str]], earlier: dict[str, tuple[float, s
     name and size; another ``--seed`` draws other random networks under the same names)."""
     both = [name for name in now if name in earlier and now[name][1] == earlier[name][1]]
     if len(both) < 3:
-        return f"only {len(both)} architecture(s) in both runs, no ranking to compare"
+        return (f"only {len(both)} architecture(s) in both runs, no ranking to compare (a name printed with "
+                "another size is another network: run with the earlier run's --seed and --input-size)")
     rho = spearmanr([now[n][0] for n in both], [earlier[n][0] for n in both])[0]
     return f"spearman {rho:.3f} over the {len(both)} architectures in both"
 
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         took = time.monotonic() - start
         seconds.append(took)
         row = table_row(name, took, metrics, stats(arch, space))
-        table[name] = (metrics["map50"], " ".join(row.split()[4:6]))
+        table.update([parse_row(row)])
         print(row, flush=True)
     within = sum(s <= args.limit for s in seconds)
     print(f"\n{len(seconds)} candidates at {args.steps} steps, batch {args.batch_size}, {args.input_size} px, "

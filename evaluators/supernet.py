@@ -7,13 +7,12 @@ seconds instead of a training run: inherit its weights, recalibrate BatchNorm on
 training batches (the supernet's running statistics mix every path, so they are wrong
 for any single one) and measure mAP on the validation split. ``sampling="sandwich"``
 (BigNAS) also trains each drawn path's largest and smallest versions, at three times
-the cost per step; it ranked better in the one comparison made (BENCHMARKS.md), and
-neither ranks as well as FLOPs yet. Scored and judged on 512 validation images instead
-of a shared 128, the sandwich supernet hardly ranks at all (0.08 / 0.16, session 13),
+the cost per step. Neither ranks this space (BENCHMARKS.md): scored and judged on 512
+validation images, the sandwich supernet ranks at 0.08 / 0.16 (two seeds, session 13),
 and three times the training steps make most of its paths score higher than the same
-networks trained alone but rank no better (-0.02, session 14): the sharing favours deep necks and
-heads and lifts the networks that are weak alone, so a 100-step ``train_proxy`` (0.80) is
-the cheap signal that ranks this space. ``sampling="distill"`` is the sandwich with BigNAS's
+networks trained alone but rank no better (-0.02, session 14). The sharing favours deep
+necks and heads and lifts the networks that are weak alone; a 100-step ``train_proxy``
+(0.80) is the cheap signal that ranks. ``sampling="distill"`` is the sandwich with BigNAS's
 in-place distillation: the smaller two paths also learn the largest one's class scores;
 measured with two seeds, it ranked worse than the plain sandwich (BENCHMARKS.md).
 

@@ -12,8 +12,8 @@
     int8: {calibration_images: 64, methods: [minmax, entropy, percentile]}
 
 Layering of values (later wins): built-in defaults, then what a run folder implies (its
-space settings, the ``train_proxy`` data options and a schedule 4x the proxy's, at least 1,200 steps), then
-the file, then CLI flags.
+space settings, the ``train_proxy`` data options and a schedule 4x the proxy's, at least
+1,200 steps), then the file, then CLI flags.
 """
 from __future__ import annotations
 

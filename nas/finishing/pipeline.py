@@ -52,7 +52,8 @@ class FinishSource:
 # ----- sources -----------------------------------------------------------------------------
 def run_base_config(run: Path) -> FinishConfig:
     """Defaults implied by a run folder: its space settings, the ``train_proxy`` data
-    options and a schedule ``PROXY_SCHEDULE_FACTOR`` times the proxy's, at least ``DEFAULT_TRAIN``'s steps."""
+    options and a schedule ``PROXY_SCHEDULE_FACTOR`` times the proxy's, at least
+    ``DEFAULT_TRAIN``'s steps."""
     from evaluators.base import get_evaluator
     from nas.engine import RunFolder
 

@@ -701,7 +701,8 @@ class DartsStrategy(Strategy):
         self.check_options(space, objective, dict(
             steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tau, warmup_fraction=warmup_fraction,
             lam=lam, width=width, fixed=fixed, data=data, threads=threads, kinds=kinds, measure_rounds=measure_rounds,
-            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every, progress=progress,
+            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every,
+            progress=progress,
             init_from=None if resuming else init_from))
         init_from = str(Path(init_from).resolve()) if init_from is not None else None
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
