@@ -10,7 +10,9 @@ for any single one) and measure mAP on the validation split. ``sampling="sandwic
 the cost per step. Neither ranks this space (BENCHMARKS.md): scored and judged on 512
 validation images, the sandwich supernet ranks at 0.08 / 0.16 (two seeds, session 13),
 and three times the training steps make most of its paths score higher than the same
-networks trained alone but rank no better (-0.02, session 14). The sharing favours deep
+networks trained alone but rank no better (-0.02, session 14); the uniform one ranks
+at 0.20, and the 4,500-step one ranks the references trained for 2,000 steps no
+better (session 15). The sharing favours deep
 necks and heads and lifts the networks that are weak alone; a 100-step ``train_proxy``
 (0.80) is the cheap signal that ranks. ``sampling="distill"`` is the sandwich with BigNAS's
 in-place distillation: the smaller two paths also learn the largest one's class scores;
@@ -28,6 +30,11 @@ sampled, not only when its exact (width, kernel, expansion, SE) combination is
 (BENCHMARKS.md has what one module per exact op gave). A *split* supernet
 (``split``, few-shot NAS) keeps one such copy of the neck and head tensors per value
 combination of the named decisions (e.g. neck and head depth); see :class:`Supernet`.
+``separate`` shares less in every op: one copy per value of the named op parameters
+(say expansion, SE and activation), still shared across widths (and kernels, unless
+named). Keeping activation, SE and expansion apart ranked worse than sharing them
+(-0.025 against 0.199, uniform, 3,000 steps, session 15): each copy trains on a
+fraction of the steps, and inverted residuals were not favoured any more than before.
 
 An inherited network is still exactly ``space.build(arch)`` loaded with those slices
 (:meth:`Supernet.extract`), and the supernet's own view of a path
@@ -96,6 +103,31 @@ def shared_name(role: str, kind: str, tensor: str) -> str:
 # Ops whose weights a split supernet keeps apart per value of the split decisions: the
 # neck and the heads (roles "neck.*", "head0.*", ...); the backbone is always shared.
 SPLIT_ROLES = ("neck", "head")
+
+
+# Op parameters whose values a supernet can keep apart (``separate``): one copy of an
+# op's tensors per value instead of one shared by all of them. The rest (widths and
+# channel counts) are always shared.
+SEPARABLE = ("act", "se", "expansion", "kernel")
+
+
+def _variant(spec: OpSpec, separate: Sequence[str]) -> str:
+    """The op's kind, followed by the values of its ``separate`` parameters, as the
+    kind part of its shared tensors' names: ``ir`` or ``ir+act-relu+expansion-6``."""
+    params = spec.param_dict
+    return "".join([spec.kind] + [f"+{p}-{params[p]}" for p in separate if p in params])
+
+
+def checked_separate(separate: Sequence[str]) -> tuple[str, ...]:
+    """``separate`` in :data:`SEPARABLE`'s order (the shared names depend on it), or
+    :class:`InputError` naming what is not separable."""
+    if isinstance(separate, str):
+        raise InputError(f"supernet separate: give a list of parameter names, not the string {separate!r}")
+    unknown = sorted(set(separate) - set(SEPARABLE))
+    if unknown:
+        raise InputError(f"supernet separate: {unknown} are not op parameters a supernet can keep apart; "
+                         f"choose among {list(SEPARABLE)}")
+    return tuple(p for p in SEPARABLE if p in separate)
 
 
 def _is_split(role: str, split: Sequence[str]) -> bool:
@@ -170,11 +202,11 @@ class _Layout:
 _LAYOUTS: dict[str, _Layout] = {}
 
 
-def _layout(space: SearchSpace) -> _Layout:
-    """The space's :class:`_Layout`, worked out once per process (it builds a skeleton of
-    each of the space's ~3,000 ops, about 6 s)."""
+def _layout(space: SearchSpace, separate: Sequence[str] = ()) -> _Layout:
+    """The :class:`_Layout` of ``space``'s supernet keeping ``separate`` apart, worked out
+    once per process (it builds a skeleton of each of the space's ~3,000 ops, about 6 s)."""
     # block_kinds is not among the settings (a config can restrict it), but changes the ops.
-    cache_key = f"{space.name}{sorted(space.settings().items())}{getattr(space, 'block_kinds', None)}"
+    cache_key = f"{space.name}{sorted(space.settings().items())}{getattr(space, 'block_kinds', None)}{separate}"
     if cache_key in _LAYOUTS:
         return _LAYOUTS[cache_key]
     largest: dict[str, torch.Size] = {}
@@ -183,15 +215,17 @@ def _layout(space: SearchSpace) -> _Layout:
     parameters: set[str] = set()
     seen: set[tuple] = set()
     for spec in space.enumerate_ops(per_role=True):
-        # The activation changes no tensor's shape: one of each pair is enough.
-        shape_key = (spec.role, spec.kind, spec.input_shapes, tuple(p for p in spec.params if p[0] != "act"))
+        # The activation changes no tensor's shape: one of each pair is enough (unless
+        # kept apart, when the variant names it).
+        variant = _variant(spec, separate)
+        shape_key = (spec.role, variant, spec.input_shapes, tuple(p for p in spec.params if p[0] != "act"))
         if shape_key in seen:
             continue
         seen.add(shape_key)
         skeleton = _skeleton(spec)
         own_parameters = {n for n, _ in skeleton.named_parameters()}
         for tensor, value in skeleton.state_dict().items():
-            name = shared_name(spec.role, spec.kind, tensor)
+            name = shared_name(spec.role, variant, tensor)
             tensor_of[name] = tensor
             if tensor in own_parameters:
                 parameters.add(name)
@@ -238,14 +272,19 @@ class Supernet(nn.Module):
     rank no better than that supernet (session 12). With ``sandwich`` sampling the largest
     and smallest paths always train the deepest and the shallowest group, so the groups
     train unevenly: use uniform sampling with a split.
+
+    ``separate`` (op parameters among :data:`SEPARABLE`): an op's tensors get one copy
+    per value of these parameters (their names carry the values, ``s3-b1__ir+expansion-6__...``)
+    instead of one per position and kind; widths, and kernels unless named, still share.
     """
 
-    def __init__(self, space: SearchSpace, split: Sequence[str] = ()):
+    def __init__(self, space: SearchSpace, split: Sequence[str] = (), separate: Sequence[str] = ()):
         super().__init__()
         self.space = space
         decisions = space.decisions()
         if isinstance(split, str):
             raise InputError(f"supernet split: give a list of decision names, not the string {split!r}")
+        self.separate = checked_separate(separate)
         self.split = tuple(dict.fromkeys(d.strip() for d in split))  # in order, without repeats
         unknown = [d for d in self.split if d not in decisions]
         if unknown:
@@ -257,7 +296,7 @@ class Supernet(nn.Module):
         self.weights = nn.ParameterDict()
         self.statistics = nn.Module()  # BatchNorm running statistics, shared like the weights
         self._skeletons: dict[tuple[str, str], nn.Module] = {}
-        layout = _layout(space)
+        layout = _layout(space, self.separate)
         self._plans: dict[tuple[str, str, str], list[tuple[str, str, torch.Size]]] = {}
         built: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         for name, spec in layout.source.items():
@@ -295,7 +334,8 @@ class Supernet(nn.Module):
         the group ``tag`` (see :meth:`_tag`)."""
         key = (spec.role, spec.key, tag)
         if key not in self._plans:
-            self._plans[key] = [(tensor, _in_group(shared_name(spec.role, spec.kind, tensor), tag), value.shape)
+            variant = _variant(spec, self.separate)
+            self._plans[key] = [(tensor, _in_group(shared_name(spec.role, variant, tensor), tag), value.shape)
                                 for tensor, value in self._skeleton(spec).state_dict().items()]
         return self._plans[key]
 
@@ -347,7 +387,7 @@ class Supernet(nn.Module):
                 held = f"holds {source!r} at {tuple(theirs[source].shape)}" if source else f"has no {key!r}"
                 raise InputError(f"cannot start from supernet checkpoint {path}: it {held}, this supernet needs "
                                  f"{tuple(value.shape)}; use a supernet of the same space and block kinds, "
-                                 "unsplit or with the same split")
+                                 "unsplit or with the same split, and with the same separate")
             sources[key] = source
         with torch.no_grad():
             for key, source in sources.items():
@@ -434,7 +474,8 @@ def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
             f"{record['settings']}, not {space.name!r} with {space.settings()}; "
             "train a supernet for this space or use the matching checkpoint")
     block_roles = {f"{st.name}-b{b}" for st in STAGES for b in range(max(st.depths))}
-    kinds = {name.split("__")[1] for name in record["weight_names"] if name.split("__")[0] in block_roles}
+    kinds = {name.split("__")[1].split("+")[0] for name in record["weight_names"]  # "ir+act-relu": kind ir
+             if name.split("__")[0] in block_roles}
     if kinds != set(space.block_kinds):
         raise InputError(f"supernet checkpoint {path} was trained with block kinds {sorted(kinds)}, the space has "
                          f"{sorted(space.block_kinds)}; train a supernet with the space's block kinds")
@@ -455,11 +496,11 @@ def load_weights(supernet: Supernet, record: dict, path) -> None:
 
 
 def load_supernet(record: dict, space: SearchSpace, path) -> Supernet:
-    """The checkpoint's supernet for ``space`` (its split included), weights loaded; the
+    """The checkpoint's supernet for ``space`` (its split and separate included), weights loaded; the
     caller's torch RNG is left as it was (the initial draw is overwritten anyway)."""
     check_checkpoint(record, space, path)
     with torch.random.fork_rng(devices=[]):
-        supernet = Supernet(space, record["train"].get("split", ()))
+        supernet = Supernet(space, record["train"].get("split", ()), record["train"].get("separate", ()))
     load_weights(supernet, record, path)
     return supernet
 
@@ -611,7 +652,7 @@ class _State:
 def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_size: int, seed: int,
                    out_path: str | os.PathLike, time_budget_s: float | None = None, progress: bool = True,
                    save_every: int = 100, lr: float = 4e-3, weight_decay: float = 0.05, warmup_steps: int = 30,
-                   sampling: str = "uniform", split: Sequence[str] = (),
+                   sampling: str = "uniform", split: Sequence[str] = (), separate: Sequence[str] = (),
                    init_from: str | os.PathLike | None = None, callback: Callable[[int, float], None] | None = None) -> SupernetRun:
     """Train a supernet of ``space`` with SPOS for ``steps`` steps and save it to ``out_path``.
 
@@ -623,7 +664,9 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     a checkpoint of the same space, data and settings, training resumes from it (a
     finished one is returned as is); different settings raise :class:`InputError`.
     ``split`` (decision names, e.g. ``("neck.depth", "head.depth")``) keeps the neck and
-    head weights apart per combination of those decisions' values (:class:`Supernet`).
+    head weights apart per combination of those decisions' values (:class:`Supernet`);
+    ``separate`` (op parameters among :data:`SEPARABLE`, e.g. ``("expansion",)``) keeps an
+    op's tensors apart per value of those parameters instead of sharing them.
     ``init_from`` (a checkpoint of the same space and block kinds, unsplit or with the
     same split) gives the starting weights instead of a fresh draw
     (:meth:`Supernet.inherit`): few-shot NAS's fine-tuning of split groups from a
@@ -640,12 +683,14 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         raise InputError(f"steps, batch_size and save_every must be >= 1, got {steps}, {batch_size}, {save_every}")
     if not lr > 0:
         raise InputError(f"the learning rate must be > 0, got {lr}")
+    separate = checked_separate(separate)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, seed=seed)
     settings = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "space": space.name,
                 "settings": space.settings(),
-                # split only when set, so checkpoints from before the option still resume
+                # split and separate only when set, so checkpoints from before them still resume
                 "train": {**_train_settings(cfg), "sampling": sampling, **({"split": list(split)} if split else {}),
+                          **({"separate": list(separate)} if separate else {}),
                           **({"init_from": str(Path(init_from).resolve())} if init_from else {})},
                 "data": dataclasses.asdict(data_cfg)}
     record = None
@@ -674,7 +719,7 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         raise InputError(f"the training split has {len(train_data)} images, fewer than batch_size {batch_size}")
 
     torch.manual_seed(seed)  # initial shared weights
-    state = _State(Supernet(space, split), cfg, len(train_data))
+    state = _State(Supernet(space, split, separate), cfg, len(train_data))
     if record is not None:
         state.restore(record, path)
     elif start_from is not None:

@@ -287,6 +287,49 @@ def test_split_keeps_neck_and_head_weights_apart_per_depth(space, tiny_data3, tm
         train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without the split
 
 
+def test_separate_keeps_an_ops_tensors_apart_per_value(space, tiny_data3, tmp_path, scramble):
+    """``separate``: an inverted residual at expansion 3 and at 6 get their own tensors
+    (the other parameters still share); inheritance stays exact; training one leaves the
+    other alone; the checkpoint records it and the evaluator reads it back."""
+    torch.manual_seed(0)
+    net = Supernet(space, separate=["expansion", "act"])
+    assert net.separate == ("act", "expansion")  # SEPARABLE's order, whatever the given one
+    scramble(net, 1)
+    base = {**space.sample(random.Random(3)).sample, "s2.b0.kind": "ir", "s2.b0.act": "relu", "s2.b0.kernel": 5}
+    e6, e3 = (space.from_sample({**base, "s2.b0.expansion": e}) for e in (6, 3))
+    e3_narrow = space.from_sample({**base, "s2.b0.expansion": 3, "s2.b0.kernel": 3, "s2.width": 0.5})
+    x = torch.rand(2, 3, 64, 64)
+    for arch in (e6, e3, e3_narrow):
+        model = space.build(arch)
+        model.load_state_dict(net.extract(arch))
+        with torch.no_grad():
+            (s1, b1), (s2, b2) = net.subnet(arch).eval()(x), model.eval()(x)
+        assert torch.equal(s1, s2) and torch.equal(b1, b2)
+    assert any("s2-b0__ir+act-relu+expansion-6__" in n for n in net.weights)
+    dw = "stages.1.0.dw.0.weight"
+    six, three = net.extract(e6)[dw], net.extract(e3)[dw]
+    assert not torch.equal(three, six[: three.shape[0]])  # not the leading channels of expansion 6's
+    opt = torch.optim.SGD(net.weights.values(), lr=0.1)
+    sum(level.square().mean() for level in net.subnet(e3_narrow).train().forward_levels(x)).backward()
+    opt.step()
+    assert torch.equal(net.extract(e6)[dw], six)          # the other expansion: untouched
+    moved = net.extract(e3)[dw]
+    assert not torch.equal(moved[:, :, 1:4, 1:4][: three.shape[0] // 2], three[:, :, 1:4, 1:4][: three.shape[0] // 2])
+    assert torch.equal(moved[:, :, 0], three[:, :, 0])    # kernel 3 inside 5 and widths still share
+    with pytest.raises(InputError, match=r"\['colour'\] are not op parameters"):
+        Supernet(space, separate=("colour",))
+    with pytest.raises(InputError, match="not the string"):
+        Supernet(space, separate="act")
+
+    out = tmp_path / "separate.pt"
+    train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False, separate=("se", "act"))
+    assert load_checkpoint(out)["train"]["separate"] == ["act", "se"]
+    ev = get_evaluator("supernet", checkpoint=str(out), data={"source": tiny_data3.source, "n_train": 16, "n_val": 8})
+    assert ev.prepare(space).separate == ("act", "se")
+    with pytest.raises(InputError, match=r"separate=\['act', 'se'\] \(now None\)"):
+        train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without it
+
+
 def test_split_groups_start_from_an_unsplit_checkpoint(space, tiny_data3, trained, tmp_path):
     """``init_from`` (few-shot NAS's initialisation): every group's copy of a tensor
     starts as the unsplit supernet's tensor, trained counts included, so every path

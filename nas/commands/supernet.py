@@ -24,6 +24,10 @@ from nas.cli import arg, command
 @arg("--split", default="", metavar="DECISIONS",
      help="comma-separated decisions (e.g. neck.depth,head.depth) whose every value combination gets its own "
           "neck and head weights (few-shot NAS); the backbone stays shared")
+@arg("--separate", default="", metavar="PARAMS",
+     help="comma-separated op parameters (act, se, expansion, kernel) whose values get their own weights "
+          "instead of sharing one copy per position and block kind (act,se,expansion ranked worse than "
+          "sharing, see BENCHMARKS.md)")
 @arg("--init-from", default=None, metavar="CHECKPOINT",
      help="start from this trained supernet's weights (same space; with --split, every group starts from the "
           "checkpoint's neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
@@ -44,6 +48,7 @@ def train(args):
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
                          split=tuple(d.strip() for d in args.split.split(",") if d.strip()),
+                         separate=tuple(p.strip() for p in args.separate.split(",") if p.strip()),
                          init_from=args.init_from, lr=args.lr)
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
