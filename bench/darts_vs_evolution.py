@@ -22,11 +22,18 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
    with ``--retrain-seeds`` fresh seeds (the searches train with seed 0), two trainings
    at a time, one thread each. Why: evolution reports the best of many noisy 150-step
    trainings and DARTS a single one, so the search-time mAP favours evolution by
-   selection alone; the mean over fresh seeds scores both networks alike.
+   selection alone; the mean over fresh seeds scores both networks alike. Each
+   re-trained network is scored on ``--holdout-val`` generated validation images that
+   neither search saw (another data seed), as well as on the searches' own: evolution
+   picks its result as the best of many candidates on the searches' validation images,
+   so its mAP there carries that selection too (session 15; results recorded before it
+   were scored on the searches' images, as ``--holdout-val 0`` does).
 
 Printed: one row per search (method, target, seed, wall-clock, trials, mAP@.5 of its
-result in the search and re-trained (mean and range over the fresh seeds), table and
+result in the search, re-trained on the searches' validation images (``on val``, mean)
+and re-trained on the held-out ones (mean and range over the fresh seeds), table and
 measured latency, measured off-target), then per target DARTS's re-trained mAP@.5
+(on the held-out images, unless ``--holdout-val 0``)
 against the range of evolution's re-trained means over its search seeds, and whether
 DARTS's measured latency is within +-10% of the target. Resumable: run again with the
 same ``--out`` (re-trainings are cached in ``retrain.json`` as they finish).
@@ -63,6 +70,7 @@ from search_spaces import Architecture, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
 
 RETRAIN_SEED0 = 1  # the searches' train_proxy uses seed 0; re-training starts past it
+HOLDOUT_DATA_SEED = 1  # the searches' images are data seed 0's: seed 1's are images they never saw
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -90,8 +98,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--darts-concurrent", type=int, default=1, help="DARTS searches at a time")
     p.add_argument("--retrain-seeds", type=int, default=3,
                    help="fresh train_proxy seeds every result is re-trained with (0: search-time mAP only)")
+    p.add_argument("--holdout-val", type=int, default=512,
+                   help="score the re-trained networks on this many generated validation images neither search saw "
+                        "(0: on the searches' own validation images only)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-darts-vs-evolution"))
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for option in ("holdout_val", "retrain_seeds"):
+        if getattr(args, option) < 0:
+            p.error(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")  # exits 2
+    return args
 
 
 def _width_option(text: str):
@@ -117,42 +132,64 @@ def sweep(out: Path, base: dict, variants: list[Variant], max_concurrent: int) -
     return sw.run("ray", max_concurrent=max_concurrent, cpus_per_trial=1, progress=False)
 
 
-def _train_once(job: tuple) -> float:
+def _train_once(job: tuple) -> tuple[float, float]:
     """mAP@.5 of one architecture trained by ``train_proxy`` with ``options`` (a worker
-    process: one torch thread, as in the searches); NaN if the training diverged."""
-    arch_json, options = job
+    process: one torch thread, as in the searches), on the searches' validation images
+    and on ``holdout`` held-out ones (NaN when 0); both NaN if the training diverged."""
+    arch_json, options, holdout = job
+    import torch
+
     from evaluators.base import get_evaluator
-    from evaluators.trainer import TrainingFailure
+    from evaluators.synthetic import make_synthetic
+    from evaluators.trainer import TrainingFailure, evaluate, prepare
 
+    space = get_space("cpu_detector")
+    proxy = get_evaluator("train_proxy", **options)
     try:
-        return float(get_evaluator("train_proxy", **options)(Architecture.from_json(arch_json),
-                                                             get_space("cpu_detector"))["map50"])
+        searched = float(proxy(Architecture.from_json(arch_json), space)["map50"])
     except TrainingFailure:  # a result, not an error: that seed's training diverged
-        return float("nan")
+        return float("nan"), float("nan")
+    if not holdout:
+        return searched, float("nan")
+    size = space.settings()["input_size"]
+    images = prepare(make_synthetic(holdout, size, seed=HOLDOUT_DATA_SEED, split="val"), size)
+    with torch.no_grad():
+        return searched, float(evaluate(proxy.last_model, images)["map50"])
 
 
-def retrain(args, archs: list[Architecture], path: Path) -> dict[str, list[float]]:
-    """``{arch json: [mAP@.5 per fresh seed]}`` for every distinct arch, trained
-    ``--retrain-seeds`` times with the searches' train_proxy settings and seeds
-    ``RETRAIN_SEED0...``; each result is cached in ``path`` (under its training
-    settings) as it finishes, so a rerun only trains what is missing."""
+def retrain(args, archs: list[Architecture], path: Path) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``({arch json: [mAP@.5 per fresh seed]}, the same on the held-out images)`` for
+    every distinct arch, trained ``--retrain-seeds`` times with the searches'
+    train_proxy settings and seeds ``RETRAIN_SEED0...`` (the held-out dict is empty
+    with ``--holdout-val 0``). Each result is cached in ``path`` (under its training
+    settings, the held-out one also under its image count) as it finishes, so a rerun
+    only trains what is missing."""
     options = {"steps": args.train_steps, "batch_size": args.batch_size, "threads": 1,
                "data": {"n_train": args.n_train, "n_val": args.n_val}}
     everything = json.loads(path.read_text()) if path.exists() else {}
-    cache: dict[str, dict[str, float]] = everything.setdefault(json.dumps(options, sort_keys=True), {})
+    key = json.dumps(options, sort_keys=True)
+    caches: list[dict[str, dict[str, float]]] = [everything.setdefault(key, {})]
+    if args.holdout_val:
+        held_out_key = {**options, "holdout_val": args.holdout_val, "holdout_seed": HOLDOUT_DATA_SEED}
+        caches.append(everything.setdefault(json.dumps(held_out_key, sort_keys=True), {}))
     seeds = range(RETRAIN_SEED0, RETRAIN_SEED0 + args.retrain_seeds)
     todo = [(a.to_json(), s) for a in {a.to_json(): a for a in archs}.values() for s in seeds
-            if str(s) not in cache.get(a.to_json(), {})]
+            if any(str(s) not in cache.get(a.to_json(), {}) for cache in caches)]
     if todo:
         print(f"re-training: {len(todo)} trainings of {args.train_steps} steps, 2 at a time", flush=True)
         # spawn: a forked child would inherit this process's torch/onnxruntime thread pools
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_train_once, (a, {**options, "seed": s})): (a, s) for a, s in todo}
+            futures = {pool.submit(_train_once, (a, {**options, "seed": s}, args.holdout_val)): (a, s)
+                       for a, s in todo}
             for future in concurrent.futures.as_completed(futures):
                 a, s = futures[future]
-                cache.setdefault(a, {})[str(s)] = future.result()
+                for cache, value in zip(caches, future.result()):  # keeps a value already cached
+                    cache.setdefault(a, {}).setdefault(str(s), value)
                 write_text_atomic(path, json.dumps(everything, indent=1))
-    return {a.to_json(): [cache[a.to_json()][str(s)] for s in seeds] for a in archs}
+    def per_seed(cache: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+        return {a.to_json(): [cache[a.to_json()][str(s)] for s in seeds] for a in archs}
+
+    return per_seed(caches[0]), (per_seed(caches[1]) if args.holdout_val else {})
 
 
 def result_arch(folder: Path) -> tuple[Architecture | None, dict]:
@@ -200,28 +237,38 @@ def main(argv=None) -> int:
     timed = measure_architectures(space, [a for _, _, a, _ in found if a is not None], 1, progress=False,
                                   unit_ms=table.unit_ms)
     measured_by_id = dict(zip([a.id for _, _, a, _ in found if a is not None], timed))
-    retrained = retrain(args, [a for _, _, a, _ in found if a is not None], out / "retrain.json") \
-        if args.retrain_seeds else {}
+    retrained, held_out = retrain(args, [a for _, _, a, _ in found if a is not None], out / "retrain.json") \
+        if args.retrain_seeds else ({}, {})
     rows = []
     for method, r, arch, metrics in found:
         measured = measured_by_id[arch.id] if arch is not None else float("nan")
-        again = retrained.get(arch.to_json(), []) if arch is not None else []
+        key = arch.to_json() if arch is not None else None
+        on_search_val = retrained.get(key, [])
+        again = held_out.get(key, []) if held_out else on_search_val  # the figures compared
         rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
                      "trials": r["trials"], "search_map50": metrics.get("map50", float("nan")),
+                     "retrained_search_val_map50": on_search_val,
+                     "retrained_holdout_map50": held_out.get(key, []),
                      "retrained_map50": again,
                      # the mAP compared: the fresh-seed mean when re-trained, else the search's own
                      "map50": float(np.nanmean(again)) if again else metrics.get("map50", float("nan")),
                      "table_ms": table.predict(arch) if arch is not None else float("nan"), "measured_ms": measured,
                      "arch": space.to_string(arch) if arch is not None else "-"})
-    print(f"\n{'method':<10} {'target':>6} {'seed':>4} {'wall s':>7} {'trials':>6} {'search':>7} {'retrain':>7} "
-          f"{'range':>13} {'table':>6} {'measured':>8} {'off':>7}")
+    # search: the search's own mAP@.5; on val: re-trained, on the searches' validation
+    # images; retrain and range: re-trained, on the held-out ones (or on val without them).
+    print(f"\n{'method':<10} {'target':>6} {'seed':>4} {'wall s':>7} {'trials':>6} {'search':>7} {'on val':>7} "
+          f"{'retrain':>7} {'range':>13} {'table':>6} {'measured':>8} {'off':>7}")
     for r in rows:
-        again = r["retrained_map50"]
+        again, on_val = r["retrained_map50"], r["retrained_search_val_map50"]
         spread = f"{min(again):.3f}-{max(again):.3f}" if again else "-"
         print(f"{r['method']:<10} {r['target']:>6.2f} {r['seed']:>4} {r['wall_s']:>7.0f} {r['trials']:>6} "
-              f"{r['search_map50']:>7.3f} {r['map50'] if again else float('nan'):>7.3f} {spread:>13} "
+              f"{r['search_map50']:>7.3f} {np.nanmean(on_val) if on_val else float('nan'):>7.3f} "
+              f"{r['map50'] if again else float('nan'):>7.3f} {spread:>13} "
               f"{r['table_ms']:>6.2f} {r['measured_ms']:>8.2f} {r['measured_ms'] / r['target'] - 1:>+7.1%}")
-    scored = f"re-trained with {args.retrain_seeds} fresh seeds, mean" if args.retrain_seeds else "search-time"
+    scored = (f"re-trained with {args.retrain_seeds} fresh seeds, mean"
+              + (f", on {args.holdout_val} validation images neither search saw (data seed {HOLDOUT_DATA_SEED})"
+                 if args.holdout_val else ", on the searches' validation images")) if args.retrain_seeds \
+        else "search-time"
     print(f"\nmAP@.5 compared: {scored}")
     verdicts = []
     for t in targets:

@@ -11,7 +11,7 @@ the cost per step. Neither ranks this space (BENCHMARKS.md): scored and judged o
 validation images, the sandwich supernet ranks at 0.08 / 0.16 (two seeds, session 13),
 and three times the training steps make most of its paths score higher than the same
 networks trained alone but rank no better (-0.02, session 14); the uniform one ranks
-at 0.20, and the 4,500-step one ranks the references trained for 2,000 steps no
+at 0.199, and the 4,500-step one ranks the references trained for 2,000 steps no
 better (session 15). The sharing favours deep
 necks and heads and lifts the networks that are weak alone; a 100-step ``train_proxy``
 (0.80) is the cheap signal that ranks. ``sampling="distill"`` is the sandwich with BigNAS's
@@ -122,11 +122,12 @@ def checked_separate(separate: Sequence[str]) -> tuple[str, ...]:
     """``separate`` in :data:`SEPARABLE`'s order (the shared names depend on it), or
     :class:`InputError` naming what is not separable."""
     if isinstance(separate, str):
-        raise InputError(f"supernet separate: give a list of parameter names, not the string {separate!r}")
+        raise InputError(f"supernet option separate (--separate): give a list of parameter names, "
+                         f"not the string {separate!r}")
     unknown = sorted(set(separate) - set(SEPARABLE))
     if unknown:
-        raise InputError(f"supernet separate: {unknown} are not op parameters a supernet can keep apart; "
-                         f"choose among {list(SEPARABLE)}")
+        raise InputError(f"supernet option separate (--separate): {unknown} are not op parameters a supernet "
+                         f"can keep apart; choose among {list(SEPARABLE)}")
     return tuple(p for p in SEPARABLE if p in separate)
 
 
@@ -667,8 +668,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
     head weights apart per combination of those decisions' values (:class:`Supernet`);
     ``separate`` (op parameters among :data:`SEPARABLE`, e.g. ``("expansion",)``) keeps an
     op's tensors apart per value of those parameters instead of sharing them.
-    ``init_from`` (a checkpoint of the same space and block kinds, unsplit or with the
-    same split) gives the starting weights instead of a fresh draw
+    ``init_from`` (a checkpoint of the same space, block kinds and ``separate``, unsplit
+    or with the same split) gives the starting weights instead of a fresh draw
     (:meth:`Supernet.inherit`): few-shot NAS's fine-tuning of split groups from a
     trained one-shot supernet. The optimiser and the schedule start afresh. The file
     is read only at the start; a resumed run must name the same file (compared by
@@ -713,6 +714,10 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
             check_checkpoint(start_from, space, init_from)
         except InputError as exc:
             raise InputError(f"init_from: {exc}") from None
+        theirs = tuple(start_from["train"].get("separate", ()))
+        if theirs != separate:  # their tensors would be named and shaped otherwise: refuse before any work
+            raise InputError(f"init_from: {init_from} was trained with separate={list(theirs)}, this run has "
+                             f"{list(separate)}; pass the same --separate")
     train_data, _ = data_cfg.load(space.settings()["input_size"])
     _check_data(train_data, space, data_cfg)
     if len(train_data) < batch_size:
@@ -800,7 +805,7 @@ class SupernetScore(Evaluator):
     ``batch_size`` training images.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
-    defaults to the data the supernet was trained on; a split supernet's ``split`` comes
+    defaults to the data the supernet was trained on; ``split`` and ``separate`` come
     from the checkpoint too. The checkpoint is read once. An
     architecture with a (role, kind) the supernet never sampled raises
     :class:`UntrainedOpsError` (the trial fails).

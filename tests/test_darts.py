@@ -521,3 +521,47 @@ def test_bad_options_or_budget_are_refused_before_anything_is_written(option, me
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+
+def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, capsys, monkeypatch):
+    """bench/darts_vs_evolution.py's re-training: each network's mAP@.5 on the searches'
+    validation images and on ``--holdout-val`` generated images of another data seed
+    (images evolution did not pick its result on), each cached under its own key (the
+    searches' under the key it always had, so earlier caches still count), so a second
+    call trains nothing; a negative count exits 2."""
+    from pathlib import Path
+
+    from evaluators.synthetic import make_synthetic
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))  # the workers import it too
+    import darts_vs_evolution as bench
+
+    seen = make_synthetic(4, 64, seed=0, split="val")
+    held = make_synthetic(4, 64, seed=bench.HOLDOUT_DATA_SEED, split="val")
+    assert all(seen.annotations(i)[0].tolist() != held.annotations(i)[0].tolist() for i in range(4))
+
+    arch = get_space("cpu_detector").reference_architectures()["pp_lcnet_like_w0.5"]
+    options = {"steps": 2, "batch_size": 4, "threads": 1, "data": {"n_train": 8, "n_val": 4}}
+    # The held-out score evaluates the trained network on the held-out images: given the
+    # searches' own images (data seed 0, as many), it is their score.
+    with monkeypatch.context() as m:
+        m.setattr(bench, "HOLDOUT_DATA_SEED", 0)
+        searched, again = bench._train_once((arch.to_json(), {**options, "seed": 1}, 4))
+    assert searched == again and 0.0 <= searched <= 1.0
+
+    flags = ["--train-steps", "2", "--batch-size", "4", "--n-train", "8", "--n-val", "4", "--retrain-seeds", "1"]
+    path = tmp_path / "retrain.json"
+    on_val, on_held = bench.retrain(bench.parse_args(flags + ["--holdout-val", "4"]), [arch], path)
+    assert "re-training: 1 trainings" in capsys.readouterr().out
+    assert on_val == {arch.to_json(): [searched]}  # seed 1, as above: training is deterministic
+    assert len(on_held[arch.to_json()]) == 1 and 0.0 <= on_held[arch.to_json()][0] <= 1.0
+    assert set(json.loads(path.read_text())) == {
+        json.dumps(options, sort_keys=True),  # the key of the caches written before held-out scores
+        json.dumps({**options, "holdout_val": 4, "holdout_seed": bench.HOLDOUT_DATA_SEED}, sort_keys=True)}
+    assert bench.retrain(bench.parse_args(flags + ["--holdout-val", "4"]), [arch], path) == (on_val, on_held)
+    assert bench.retrain(bench.parse_args(flags + ["--holdout-val", "0"]), [arch], path) == (on_val, {})
+    assert "re-training" not in capsys.readouterr().out  # both from the cache
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(["--holdout-val", "-1"])
+    assert exc.value.code == 2 and "--holdout-val must be >= 0, got -1" in capsys.readouterr().err

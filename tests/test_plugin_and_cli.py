@@ -128,6 +128,7 @@ def test_diverged_training_is_reported_without_traceback(monkeypatch, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--lr", "0"], "learning rate must be > 0, got 0.0"),
     (["--init-from", "no_such.pt"], "no_such.pt does not exist"),
+    (["--separate", "act,colour"], "(--separate): ['colour'] are not op parameters"),
 ])
 def test_supernet_train_refuses_bad_options_before_writing(tmp_path, capsys, extra, message):
     from nas.cli import main

@@ -309,6 +309,8 @@ def test_separate_keeps_an_ops_tensors_apart_per_value(space, tiny_data3, tmp_pa
     dw = "stages.1.0.dw.0.weight"
     six, three = net.extract(e6)[dw], net.extract(e3)[dw]
     assert not torch.equal(three, six[: three.shape[0]])  # not the leading channels of expansion 6's
+    hswish = net.extract(space.from_sample({**base, "s2.b0.expansion": 6, "s2.b0.act": "hswish"}))[dw]
+    assert not torch.equal(hswish, six)                   # nor the other activation's
     opt = torch.optim.SGD(net.weights.values(), lr=0.1)
     sum(level.square().mean() for level in net.subnet(e3_narrow).train().forward_levels(x)).backward()
     opt.step()
@@ -328,6 +330,10 @@ def test_separate_keeps_an_ops_tensors_apart_per_value(space, tiny_data3, tmp_pa
     assert ev.prepare(space).separate == ("act", "se")
     with pytest.raises(InputError, match=r"separate=\['act', 'se'\] \(now None\)"):
         train_supernet(space, tiny_data3, 2, BATCH, SEED, out, progress=False)  # resuming without it
+    other = tmp_path / "other.pt"
+    with pytest.raises(InputError, match=r"trained with separate=\['act', 'se'\], this run has \[\]"):
+        train_supernet(space, tiny_data3, 2, BATCH, SEED, other, progress=False, init_from=out)
+    assert not other.exists()
 
 
 def test_split_groups_start_from_an_unsplit_checkpoint(space, tiny_data3, trained, tmp_path):
