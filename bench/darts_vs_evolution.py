@@ -106,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for option in ("holdout_val", "retrain_seeds"):
         if getattr(args, option) < 0:
             p.error(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")  # exits 2
+    if args.holdout_val and not args.retrain_seeds:
+        p.error(f"--holdout-val {args.holdout_val} scores re-trained networks, but --retrain-seeds is 0; "
+                "give --retrain-seeds N or --holdout-val 0")
     return args
 
 
@@ -283,7 +286,8 @@ def main(argv=None) -> int:
               f"DARTS measured {d['measured_ms']:.2f} ms ({d['measured_ms'] / t - 1:+.1%}, "
               f"{'within' if within else 'outside'} +-10%)")
         print(f"  darts arch: {d['arch']}")
-    (out / "summary.json").write_text(json.dumps({"targets": targets, "rows": rows}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"targets": targets, "map50_compared": scored, "rows": rows},
+                                                 indent=1))
     n_lat = sum(w for w, _ in verdicts)
     n_acc = sum(v in ("better", "within") for _, v in verdicts)
     print(f"\nlatency within +-10%: {n_lat}/{len(targets)} targets; mAP within or above evolution's range: "
