@@ -113,9 +113,15 @@ SEPARABLE = ("act", "se", "expansion", "kernel")
 
 def _variant(spec: OpSpec, separate: Sequence[str]) -> str:
     """The op's kind, followed by the values of its ``separate`` parameters, as the
-    kind part of its shared tensors' names: ``ir`` or ``ir+act-relu+expansion-6``."""
+    kind part of its shared tensors' names: ``ir`` or ``ir+act-relu+expansion-6``
+    (:func:`_kind_of` reads the kind back)."""
     params = spec.param_dict
     return "".join([spec.kind] + [f"+{p}-{params[p]}" for p in separate if p in params])
+
+
+def _kind_of(name: str) -> str:
+    """The block kind in a shared tensor's name: ``ir`` in ``s3-b1__ir+expansion-6__...``."""
+    return name.split("__")[1].split("+")[0]
 
 
 def checked_separate(separate: Sequence[str]) -> tuple[str, ...]:
@@ -475,8 +481,7 @@ def check_checkpoint(record: dict, space: SearchSpace, path) -> None:
             f"{record['settings']}, not {space.name!r} with {space.settings()}; "
             "train a supernet for this space or use the matching checkpoint")
     block_roles = {f"{st.name}-b{b}" for st in STAGES for b in range(max(st.depths))}
-    kinds = {name.split("__")[1].split("+")[0] for name in record["weight_names"]  # "ir+act-relu": kind ir
-             if name.split("__")[0] in block_roles}
+    kinds = {_kind_of(name) for name in record["weight_names"] if name.split("__")[0] in block_roles}
     if kinds != set(space.block_kinds):
         raise InputError(f"supernet checkpoint {path} was trained with block kinds {sorted(kinds)}, the space has "
                          f"{sorted(space.block_kinds)}; train a supernet with the space's block kinds")

@@ -48,8 +48,7 @@ def train(args):
         raise InputError(str(exc)) from None
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
-                         split=tuple(d.strip() for d in args.split.split(",") if d.strip()),
-                         separate=tuple(p.strip() for p in args.separate.split(",") if p.strip()),
+                         split=_names(args.split), separate=_names(args.separate),
                          init_from=args.init_from, lr=args.lr)
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
@@ -57,3 +56,8 @@ def train(args):
     state = "done" if run.complete else "stopped early; run the same command again to resume"
     print(f"supernet: {run.step}/{run.steps} steps ({state}), {len(run.supernet.weights)} shared tensors, "
           f"{params / 1e6:.1f}M params, {run.seconds:.0f} s of training{loss}; wrote {run.path}")
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """The names of a comma-separated option (``--split``, ``--separate``), blanks dropped."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
