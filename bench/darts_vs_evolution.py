@@ -36,7 +36,9 @@ measured latency, measured off-target), then per target DARTS's re-trained mAP@.
 (on the held-out images, unless ``--holdout-val 0``)
 against the range of evolution's re-trained means over its search seeds, and whether
 DARTS's measured latency is within +-10% of the target. Resumable: run again with the
-same ``--out`` (re-trainings are cached in ``retrain.json`` as they finish).
+same ``--out`` (re-trainings are cached in ``retrain.json`` as they finish); with a
+larger ``--evolution-seeds`` it adds the new seeds' searches and keeps the rest. Other
+search settings on the same ``--out`` are refused (exit 2).
 
 Usage::
 
@@ -66,7 +68,7 @@ from latency_tables.profiler import measure_architectures  # noqa: E402
 from nas.engine import RunFolder  # noqa: E402
 from nas.report import best_trial  # noqa: E402
 from nas.sweep import Sweep, Variant  # noqa: E402
-from search_spaces import Architecture, get_space  # noqa: E402
+from search_spaces import Architecture, InputError, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
 
 RETRAIN_SEED0 = 1  # the searches' train_proxy uses seed 0; re-training starts past it
@@ -128,7 +130,14 @@ def base_config(args, strategy: dict, mode: str) -> dict:
 
 
 def sweep(out: Path, base: dict, variants: list[Variant], max_concurrent: int) -> list[dict]:
-    sw = Sweep.resume(out) if (out / "sweep.json").exists() else Sweep.new(out, base, variants)
+    """Run (or resume) the searches of ``variants`` in ``out``: finished ones are kept,
+    ones the folder lacks (e.g. more ``--evolution-seeds``) are added. A folder started
+    with other settings is refused with exit 2: its searches would not be the ones asked for."""
+    try:
+        sw = Sweep.open(out, base, variants)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     return sw.run("ray", max_concurrent=max_concurrent, cpus_per_trial=1, progress=False)
 
 

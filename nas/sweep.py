@@ -113,6 +113,22 @@ def summarize(folder: str | Path) -> dict:
     return row
 
 
+def _check_variants(base: dict, variants: list[Variant]) -> None:
+    """InputError for repeated variant names or a variant whose config (or strategy
+    option) is bad, so it fails before anything is written."""
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise InputError(f"sweep variants must differ; got {names}")
+    from .engine import check_search_config
+
+    for v in variants:
+        cfg = config_from_dict(apply_overrides(base, v.overrides), f"sweep variant {v.name}")
+        try:
+            check_search_config(cfg)
+        except InputError as exc:
+            raise InputError(f"sweep variant {v.name}: {exc}") from None
+
+
 class Sweep:
     """A sweep folder: ``sweep.json`` (base config + variants) and one run folder per variant."""
 
@@ -124,17 +140,7 @@ class Sweep:
         out = Path(out)
         if (out / SWEEP_FILE).exists():
             raise InputError(f"{out} already holds a sweep; resume it with 'nas sweep --resume {out}' or choose another --out")
-        names = [v.name for v in variants]
-        if len(set(names)) != len(names):
-            raise InputError(f"sweep variants must differ; got {names}")
-        from .engine import check_search_config
-
-        for v in variants:  # a bad variant (config or strategy option) fails here, before anything is written
-            cfg = config_from_dict(apply_overrides(base, v.overrides), f"sweep variant {v.name}")
-            try:
-                check_search_config(cfg)
-            except InputError as exc:
-                raise InputError(f"sweep variant {v.name}: {exc}") from None
+        _check_variants(base, variants)
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / SWEEP_FILE, json.dumps({"base": base, "variants": [asdict(v) for v in variants]}, indent=1))
         return cls(out, base, variants)
@@ -149,6 +155,39 @@ class Sweep:
             return cls(out, data["base"], [Variant(**v) for v in data["variants"]])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InputError(f"{path} is corrupt ({exc}); start a new sweep with another --out") from None
+
+    @classmethod
+    def open(cls, out: str | Path, base: dict, variants: list[Variant]) -> "Sweep":
+        """The sweep of ``base`` and ``variants`` in ``out``: a new one if ``out`` holds
+        none, else the one there, extended by the variants it lacks (so a benchmark run
+        again with more seeds adds their searches and keeps the finished ones).
+
+        Raises :class:`InputError`, writing nothing, when the folder's base config or a
+        variant of the same name differs from the one given: its finished searches
+        would not be the ones asked for. The sweep returned runs and summarises the
+        variants given; others already in the folder stay in ``sweep.json`` for
+        ``nas sweep --resume``."""
+        if not (Path(out) / SWEEP_FILE).exists():
+            return cls.new(out, base, variants)
+        sw = cls.resume(out)
+        as_stored = lambda x: json.loads(json.dumps(x))  # tuples -> lists etc., as sweep.json holds them
+        if as_stored(base) != sw.base:
+            changed = sorted(k for k in set(sw.base) | set(base) if as_stored(base.get(k)) != sw.base.get(k))
+            raise InputError(f"{out} holds a sweep of another base config (differs in {', '.join(changed)}); "
+                             f"run with the settings it was started with, or choose another output folder")
+        stored = {v.name: v for v in sw.variants}
+        for v in variants:
+            if v.name in stored and as_stored(v.overrides) != stored[v.name].overrides:
+                raise InputError(f"{out}: variant {v.name} was started with {stored[v.name].overrides}, "
+                                 f"not {v.overrides}; choose another output folder")
+        added = [Variant(v.name, as_stored(v.overrides)) for v in variants if v.name not in stored]
+        if added:
+            _check_variants(sw.base, added)
+            everything = sw.variants + added
+            write_text_atomic(Path(out) / SWEEP_FILE,
+                              json.dumps({"base": sw.base, "variants": [asdict(v) for v in everything]}, indent=1))
+            stored.update((v.name, v) for v in added)
+        return cls(out, sw.base, [stored[v.name] for v in variants])
 
     def run(self, runner: str = "local", address: str | None = None, max_concurrent: int = 2,
             cpus_per_trial: float = 1.0, max_failures: int = 1, progress: bool = True) -> list[dict]:

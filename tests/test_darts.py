@@ -565,3 +565,24 @@ def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, caps
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(["--holdout-val", "-1"])
     assert exc.value.code == 2 and "--holdout-val must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys, monkeypatch):
+    """Run again on the same --out with other search settings, the bench would mix
+    searches that are not the ones asked for: exit 2 naming what differs, nothing run."""
+    from pathlib import Path
+
+    from nas.sweep import Sweep, grid
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import darts_vs_evolution as bench
+
+    args = bench.parse_args(["--train-steps", "2"])
+    base = bench.base_config(args, {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}},
+                             "constrained")
+    Sweep.new(tmp_path / "evolution", base, grid([3.0], [0]))
+    other = bench.base_config(bench.parse_args(["--train-steps", "3"]), base["strategy"], "constrained")
+    with pytest.raises(SystemExit) as exc:
+        bench.sweep(tmp_path / "evolution", other, grid([3.0], [0, 1]), 1)
+    assert exc.value.code == 2 and "another base config (differs in evaluators)" in capsys.readouterr().err
+    assert not (tmp_path / "evolution" / "t3-s0").exists()

@@ -6,7 +6,8 @@ import pytest
 
 from nas.cli import main
 from nas.engine import RunFolder
-from nas.sweep import Sweep, grid
+from nas.sweep import Sweep, Variant, grid
+from search_spaces import InputError
 
 BASE = {"space": {"name": "toy"}, "strategy": {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}},
         "budget": 6, "imports": ["nas.testing.fake_evaluators"], "evaluators": ["toy_latency", "toy_accuracy"],
@@ -101,3 +102,26 @@ def test_bad_strategy_option_fails_before_the_sweep_folder_is_written(tmp_path):
     with pytest.raises(InputError, match=r"sweep variant t15-s0: evolution option 'population_size': 0 is not"):
         Sweep.new(tmp_path / "sw", base, grid([15.0], [0]))
     assert not (tmp_path / "sw").exists()
+
+
+def test_open_extends_a_sweep_with_new_variants_and_refuses_other_settings(tmp_path):
+    out = tmp_path / "sw"
+    Sweep.open(out, BASE, grid([15.0], [0])).run("local", progress=False)
+    before = (out / "t15-s0" / "trials.jsonl").read_text()
+    # More seeds on the same folder: the new one runs, the finished one is kept as it is.
+    rows = Sweep.open(out, BASE, grid([15.0], [0, 1])).run("local", progress=False)
+    assert [r["variant"] for r in rows] == ["t15-s0", "t15-s1"] and all(r["status"] == "done" for r in rows)
+    assert (out / "t15-s0" / "trials.jsonl").read_text() == before
+    assert [v.name for v in Sweep.resume(out).variants] == ["t15-s0", "t15-s1"]
+    # Fewer variants: only those are run and summarised; sweep.json keeps both.
+    assert [r["variant"] for r in Sweep.open(out, BASE, grid([15.0], [1])).run("local", progress=False)] == ["t15-s1"]
+    assert len(json.loads((out / "sweep.json").read_text())["variants"]) == 2
+    # Other settings would mix searches that are not the ones asked for: refused, nothing written.
+    stored = (out / "sweep.json").read_text()
+    with pytest.raises(InputError, match="another base config.*budget"):
+        Sweep.open(out, {**BASE, "budget": 7}, grid([15.0], [0, 2]))
+    with pytest.raises(InputError, match="t15-s0 was started with"):
+        Sweep.open(out, BASE, [Variant("t15-s0", {"objective.target_ms": 16.0, "seed": 0})])
+    with pytest.raises(InputError, match="sweep variant t15-s2"):  # a bad new variant, before writing
+        Sweep.open(out, BASE, [Variant("t15-s2", {"objective.mode": "nonsense"})])
+    assert (out / "sweep.json").read_text() == stored
