@@ -76,13 +76,16 @@ HOLDOUT_DATA_SEED = 1  # the searches' images are data seed 0's: seed 1's are im
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The command line; a bad value exits 2 naming the flag, before any work."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--percentiles", default="10,50,90", help="targets: these percentiles of the table latency")
-    p.add_argument("--n-sample", type=int, default=2000, help="random architectures behind the percentiles")
-    p.add_argument("--darts-steps", type=int, default=300)
-    p.add_argument("--darts-width", default="auto",
+    count, some = at_least(0), at_least(1)
+    p.add_argument("--percentiles", type=percentiles, default="10,50,90",
+                   help="targets: these percentiles of the table latency")
+    p.add_argument("--n-sample", type=some, default=2000, help="random architectures behind the percentiles")
+    p.add_argument("--darts-steps", type=some, default=300)
+    p.add_argument("--darts-width", type=width_option, default="auto",
                    help="DARTS's width option: auto (default), search (one per stage), or one width")
-    p.add_argument("--darts-candidates", type=int, default=1,
+    p.add_argument("--darts-candidates", type=some, default=1,
                    help="networks DARTS proposes (darts option candidates); the engine keeps the best, and "
                         "their training counts in the wall-clock evolution then gets")
     p.add_argument("--darts-factorized", action="store_true",
@@ -91,28 +94,55 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DARTS's init_from option: start its supernet from this `nas supernet train` checkpoint "
                         "of the bench's space (default settings: 256 px; e.g. `nas supernet train --input-size 256`); "
                         "its training time is not part of the wall-clock evolution gets")
-    p.add_argument("--train-steps", type=int, default=150, help="train_proxy steps (both methods)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--n-train", type=int, default=256)
-    p.add_argument("--n-val", type=int, default=64)
-    p.add_argument("--evolution-seeds", type=int, default=2)
-    p.add_argument("--max-concurrent", type=int, default=2, help="evolution searches at a time")
-    p.add_argument("--darts-concurrent", type=int, default=1, help="DARTS searches at a time")
-    p.add_argument("--retrain-seeds", type=int, default=3,
+    p.add_argument("--train-steps", type=some, default=150, help="train_proxy steps (both methods)")
+    p.add_argument("--batch-size", type=some, default=8)
+    p.add_argument("--n-train", type=some, default=256)
+    p.add_argument("--n-val", type=some, default=64)
+    p.add_argument("--evolution-seeds", type=count, default=2)
+    p.add_argument("--max-concurrent", type=some, default=2, help="evolution searches at a time")
+    p.add_argument("--darts-concurrent", type=some, default=1, help="DARTS searches at a time")
+    p.add_argument("--retrain-seeds", type=count, default=3,
                    help="fresh train_proxy seeds every result is re-trained with (0: search-time mAP only)")
-    p.add_argument("--holdout-val", type=int, default=512,
+    p.add_argument("--holdout-val", type=count, default=512,
                    help="score the re-trained networks on this many generated validation images neither search saw "
                         "(0: on the searches' own validation images only; unused with --retrain-seeds 0)")
     p.add_argument("--out", default=str(ROOT / "runs" / "bench-darts-vs-evolution"))
-    args = p.parse_args(argv)
-    for option in ("holdout_val", "retrain_seeds"):
-        if getattr(args, option) < 0:
-            p.error(f"--{option.replace('_', '-')} must be >= 0, got {getattr(args, option)}")  # exits 2
-    return args
+    return p.parse_args(argv)
 
 
-def _width_option(text: str):
-    return text if text in ("search", "auto") else float(text)
+def at_least(low: int):
+    """An argparse type: a whole number >= ``low`` (otherwise a usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def percentiles(text: str) -> list[float]:
+    """An argparse type: comma-separated percentiles, each in [0, 100]."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not comma-separated numbers, e.g. 10,50,90") from None
+    if not all(0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"percentiles lie in [0, 100], got {text}")
+    return values
+
+
+def width_option(text: str):
+    """An argparse type: ``auto``, ``search`` or one width (a number; whether the space
+    has it is checked with the rest of the DARTS options, also before any work)."""
+    if text in ("search", "auto"):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto, search or a width such as 0.75") from None
 
 
 def base_config(args, strategy: dict, mode: str) -> dict:
@@ -214,13 +244,13 @@ def main(argv=None) -> int:
     table = LatencyTable.default(space, 1)
     rng = random.Random(0)
     lat = np.array([table.predict(space.sample(rng)) for _ in range(args.n_sample)])
-    pcts = [float(x) for x in args.percentiles.split(",")]
+    pcts = args.percentiles
     targets = [round(float(np.percentile(lat, q)), 2) for q in pcts]
     print(f"targets (table latency percentiles {pcts} of {args.n_sample} random architectures, 1 thread): {targets} ms")
     out = Path(args.out)
 
     darts = {"name": "darts", "options": {"steps": args.darts_steps, "batch_size": args.batch_size,
-                                          "width": _width_option(args.darts_width),
+                                          "width": args.darts_width,
                                           "candidates": args.darts_candidates,
                                           "factorized": args.darts_factorized,
                                           **({"init_from": str(Path(args.darts_init_from).resolve())}

@@ -564,7 +564,7 @@ def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, caps
     assert "re-training" not in capsys.readouterr().out  # both from the cache
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(["--holdout-val", "-1"])
-    assert exc.value.code == 2 and "--holdout-val must be >= 0, got -1" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--holdout-val: must be >= 0, got -1" in capsys.readouterr().err
 
 
 def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys, monkeypatch):
@@ -586,3 +586,24 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
         bench.sweep(tmp_path / "evolution", other, grid([3.0], [0, 1]), 1)
     assert exc.value.code == 2 and "another base config (differs in evaluators)" in capsys.readouterr().err
     assert not (tmp_path / "evolution" / "t3-s0").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train-steps", "0"], "--train-steps: must be >= 1, got 0"),
+    (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
+    (["--evolution-seeds", "-1"], "--evolution-seeds: must be >= 0, got -1"),
+    (["--n-val", "ten"], "--n-val: 'ten' is not a whole number"),
+    (["--darts-width", "wide"], "--darts-width: 'wide' is not auto, search or a width"),
+    (["--percentiles", "10,x"], "--percentiles: '10,x' is not comma-separated numbers"),
+    (["--percentiles", "10,150"], "--percentiles: percentiles lie in [0, 100]"),
+])
+def test_darts_bench_bad_flags_exit_2_naming_the_flag(argv, message, capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import darts_vs_evolution as bench
+
+    with pytest.raises(SystemExit) as exc:
+        bench.parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+    assert bench.parse_args([]).percentiles == [10.0, 50.0, 90.0]
