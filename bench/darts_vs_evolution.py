@@ -37,8 +37,9 @@ measured latency, measured off-target), then per target DARTS's re-trained mAP@.
 against the range of evolution's re-trained means over its search seeds, and whether
 DARTS's measured latency is within +-10% of the target. Resumable: run again with the
 same ``--out`` (re-trainings are cached in ``retrain.json`` as they finish); with a
-larger ``--evolution-seeds`` it adds the new seeds' searches and keeps the rest. Other
-search settings on the same ``--out`` are refused (exit 2).
+larger ``--evolution-seeds`` (or other ``--percentiles``) it adds the searches the
+folder lacks and keeps the rest. Other settings of the searches themselves (steps,
+data, DARTS options) on the same ``--out`` are refused (exit 2), before any search runs.
 
 Usage::
 
@@ -163,12 +164,16 @@ def sweep(out: Path, base: dict, variants: list[Variant], max_concurrent: int) -
     """Run (or resume) the searches of ``variants`` in ``out``: finished ones are kept,
     ones the folder lacks (e.g. more ``--evolution-seeds``) are added. A folder started
     with other settings is refused with exit 2: its searches would not be the ones asked for."""
+    return open_sweep(out, base, variants).run("ray", max_concurrent=max_concurrent, cpus_per_trial=1, progress=False)
+
+
+def open_sweep(out: Path, base: dict, variants: list[Variant]) -> Sweep:
+    """:meth:`Sweep.open`, with its refusal as a usage error (exit 2)."""
     try:
-        sw = Sweep.open(out, base, variants)
+        return Sweep.open(out, base, variants)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    return sw.run("ray", max_concurrent=max_concurrent, cpus_per_trial=1, progress=False)
 
 
 def _train_once(job: tuple) -> tuple[float, float]:
@@ -257,6 +262,9 @@ def main(argv=None) -> int:
                                              if args.darts_init_from else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
+    evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
+    if (out / "evolution" / "sweep.json").exists():  # other evolution settings: refused now, not after DARTS ran
+        open_sweep(out / "evolution", base_config(args, evo, "constrained"), [])
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)
     failed = [f"{r['variant']}: {r['status']}" for r in darts_rows if r.get("status") != "done"]
     if failed:  # evolution's budgets are DARTS's wall-clock: without them there is nothing to compare
@@ -264,7 +272,6 @@ def main(argv=None) -> int:
                  f"then run the same command again (it resumes)")
     wall = {r["target_ms"]: r["wall_s"] for r in darts_rows}
 
-    evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
     evo_variants = [Variant(f"t{t:g}-s{s}", {"objective.target_ms": t, "seed": s, "time_budget_s": wall[t]})
                     for t in targets for s in range(args.evolution_seeds)]
     # --evolution-seeds 0: DARTS alone (its latency rows); a later run with seeds resumes DARTS as done.

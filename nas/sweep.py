@@ -164,9 +164,12 @@ class Sweep:
 
         Raises :class:`InputError`, writing nothing, when the folder's base config or a
         variant of the same name differs from the one given: its finished searches
-        would not be the ones asked for. The sweep returned runs and summarises the
-        variants given; others already in the folder stay in ``sweep.json`` for
-        ``nas sweep --resume``."""
+        would not be the ones asked for. The sweep returned runs and summarises (in
+        ``sweep.md``) the variants given; others already in the folder stay in
+        ``sweep.json`` for ``nas sweep --resume``."""
+        names = [v.name for v in variants]
+        if len(set(names)) != len(names):
+            raise InputError(f"sweep variants must differ; got {names}")
         if not (Path(out) / SWEEP_FILE).exists():
             return cls.new(out, base, variants)
         sw = cls.resume(out)
@@ -237,7 +240,7 @@ def _variant_trainable(config: dict) -> dict:
     torch.set_num_threads(config["threads"])
     # Ray starts a trial in its own folder: go back to where the sweep was launched (on a
     # machine that has it), so relative paths in the config (table, init_from) mean the
-    # same as they did when Sweep.new checked them.
+    # same as they did when Sweep.new or Sweep.open checked them.
     if os.path.isdir(config["cwd"]):
         os.chdir(config["cwd"])
     name = config["variant"]

@@ -582,10 +582,20 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
                              "constrained")
     Sweep.new(tmp_path / "evolution", base, grid([3.0], [0]))
     other = bench.base_config(bench.parse_args(["--train-steps", "3"]), base["strategy"], "constrained")
+    stored = (tmp_path / "evolution" / "sweep.json").read_text()
     with pytest.raises(SystemExit) as exc:
         bench.sweep(tmp_path / "evolution", other, grid([3.0], [0, 1]), 1)
     assert exc.value.code == 2 and "another base config (differs in evaluators)" in capsys.readouterr().err
     assert not (tmp_path / "evolution" / "t3-s0").exists()
+    assert (tmp_path / "evolution" / "sweep.json").read_text() == stored
+    # The same command again is accepted (its configs survive sweep.json's round trip).
+    assert [v.name for v in bench.open_sweep(tmp_path / "evolution", bench.base_config(
+        bench.parse_args(["--train-steps", "2"]), base["strategy"], "constrained"), grid([3.0], [0])).variants] == ["t3-s0"]
+    # Run whole, the bench refuses the folder before any DARTS search starts.
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--train-steps", "3", "--n-sample", "20", "--out", str(tmp_path)])
+    assert exc.value.code == 2 and "differs in evaluators" in capsys.readouterr().err
+    assert not (tmp_path / "darts").exists()
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -125,3 +125,9 @@ def test_open_extends_a_sweep_with_new_variants_and_refuses_other_settings(tmp_p
     with pytest.raises(InputError, match="sweep variant t15-s2"):  # a bad new variant, before writing
         Sweep.open(out, BASE, [Variant("t15-s2", {"objective.mode": "nonsense"})])
     assert (out / "sweep.json").read_text() == stored
+    with pytest.raises(InputError, match="must differ"):
+        Sweep.open(out, BASE, grid([15.0], [1, 1]))
+    # A variant without a seed (None) survives sweep.json's round trip: reopened, not refused.
+    Sweep.open(tmp_path / "sw2", BASE, grid([15.0]))
+    assert [v.overrides for v in Sweep.open(tmp_path / "sw2", BASE, grid([15.0])).variants] == [
+        {"objective.target_ms": 15.0, "seed": None}]
