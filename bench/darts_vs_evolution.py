@@ -10,7 +10,7 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
    measurements, and with a second search training on the other core they read slow
    (session 2: 1.10x the table during the search, 0.91x when re-timed on the idle
    machine; the 2.71 ms target landed at 2.26 ms).
-2. Aging-evolution searches at the same targets (hard latency limit on the table),
+2. Aging-evolution searches at the same targets (hard latency limit, see below),
    ``--evolution-seeds`` seeds each, given the wall-clock its target's DARTS search took
    (``time_budget_s``), two at a time (``--max-concurrent``): evolution's budget is
    the wall-clock DARTS took alone, so if anything evolution is the one held short.
