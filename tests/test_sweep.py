@@ -91,6 +91,16 @@ def test_sweep_cli_writes_summary(tmp_path, capsys):
                  "--runner", "local", "--no-progress"]) in (0, None)
     out = capsys.readouterr().out
     assert "| t25 | 25 | done |" in out and (tmp_path / "sw" / "t15" / "best" / "arch.json").exists()
+    # The same command with another target adds that search; another config is refused (exit 2).
+    before = (tmp_path / "sw" / "t15" / "trials.jsonl").read_text()
+    assert main(["sweep", "--config", str(config), "--targets", "15,35", "--out", str(tmp_path / "sw"),
+                 "--runner", "local", "--no-progress"]) in (0, None)
+    out = capsys.readouterr().out
+    assert "| t35 | 35 | done |" in out and "| t25 |" not in out
+    assert (tmp_path / "sw" / "t15" / "trials.jsonl").read_text() == before
+    assert main(["sweep", "--config", str(config), "--budget", "3", "--targets", "15", "--out", str(tmp_path / "sw"),
+                 "--runner", "local", "--no-progress"]) == 2
+    assert "another base config (differs in budget)" in capsys.readouterr().err
 
 
 def test_bad_strategy_option_fails_before_the_sweep_folder_is_written(tmp_path):

@@ -77,7 +77,8 @@ def _number_list(text: str | None, flag: str, kind=float) -> list | None:
 @arg("--ray-address", default=None, help="join this Ray cluster (default: start a local one)")
 @arg("--max-concurrent", type=int, default=None, help="variants in flight on Ray (default: the config's runner)")
 @arg("--cpus-per-trial", type=float, default=None, help="CPUs per variant on Ray (default: the config's runner)")
-@arg("--out", default=None, help="sweep folder to create; each variant gets a sub-folder")
+@arg("--out", default=None, help="sweep folder (each variant gets a sub-folder); an existing one of the same "
+                                  "config gains the variants it lacks")
 @arg("--resume", default=None, metavar="SWEEP", help="continue an interrupted sweep")
 @arg("--no-progress", action="store_true")
 def sweep(args):
@@ -95,8 +96,10 @@ def sweep(args):
             raise UsageError("give --targets and/or --seeds: the variants of the sweep")
         base = apply_overrides(read_yaml(args.config) if args.config else {},
                                {"strategy.name": args.strategy, "budget": args.budget})
-        sw = Sweep.new(args.out, base, grid(_number_list(args.targets, "--targets"),
-                                             _number_list(args.seeds, "--seeds", int)))
+        # An existing --out of the same config is resumed and gains the variants it lacks
+        # (e.g. more --seeds); one of another config is refused.
+        sw = Sweep.open(args.out, base, grid(_number_list(args.targets, "--targets"),
+                                              _number_list(args.seeds, "--seeds", int)))
     runner = dict(sw.base.get("runner") or {})
     rows = sw.run(args.runner or runner.get("name", "local"), address=args.ray_address or runner.get("address"),
                   max_concurrent=args.max_concurrent or runner.get("max_concurrent", 2),
