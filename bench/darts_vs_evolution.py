@@ -95,6 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DARTS's init_from option: start its supernet from this `nas supernet train` checkpoint "
                         "of the bench's space (default settings: 256 px; e.g. `nas supernet train --input-size 256`); "
                         "its training time is not part of the wall-clock evolution gets")
+    p.add_argument("--darts-params-weight", type=float, default=None, metavar="W",
+                   help="DARTS's params_weight option: weight of log(parameters) in the derivation "
+                        "(default: the strategy's, 2)")
     p.add_argument("--train-steps", type=some, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=some, default=8)
     p.add_argument("--n-train", type=some, default=256)
@@ -260,6 +263,9 @@ def main(argv=None) -> int:
                                           "factorized": args.darts_factorized,
                                           **({"init_from": str(Path(args.darts_init_from).resolve())}
                                              if args.darts_init_from else {}),
+                                          # only when given, so folders of earlier runs still resume
+                                          **({"params_weight": args.darts_params_weight}
+                                             if args.darts_params_weight is not None else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
     evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
