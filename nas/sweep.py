@@ -113,12 +113,17 @@ def summarize(folder: str | Path) -> dict:
     return row
 
 
-def _check_variants(base: dict, variants: list[Variant]) -> None:
-    """InputError for repeated variant names or a variant whose config (or strategy
-    option) is bad, so it fails before anything is written."""
+def _check_names(variants: list[Variant]) -> None:
+    """InputError for repeated variant names (they would share one run folder)."""
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise InputError(f"sweep variants must differ; got {names}")
+
+
+def _check_variants(base: dict, variants: list[Variant]) -> None:
+    """InputError for repeated variant names or a variant whose config (or strategy
+    option) is bad, so it fails before anything is written."""
+    _check_names(variants)
     from .engine import check_search_config
 
     for v in variants:
@@ -167,9 +172,7 @@ class Sweep:
         would not be the ones asked for. The sweep returned runs and summarises (in
         ``sweep.md``) the variants given; others already in the folder stay in
         ``sweep.json`` for ``nas sweep --resume``."""
-        names = [v.name for v in variants]
-        if len(set(names)) != len(names):
-            raise InputError(f"sweep variants must differ; got {names}")
+        _check_names(variants)
         if not (Path(out) / SWEEP_FILE).exists():
             return cls.new(out, base, variants)
         sw = cls.resume(out)
