@@ -72,6 +72,7 @@ from nas.sweep import Sweep, Variant  # noqa: E402
 from search_spaces import Architecture, InputError, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
 
+EVOLUTION = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}  # its strategy config
 RETRAIN_SEED0 = 1  # the searches' train_proxy uses seed 0; re-training starts past it
 HOLDOUT_DATA_SEED = 1  # the searches' images are data seed 0's: seed 1's are images they never saw
 
@@ -268,9 +269,9 @@ def main(argv=None) -> int:
                                              if args.darts_params_weight is not None else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = [Variant(f"t{t:g}", {"objective.target_ms": t, "budget": args.darts_candidates}) for t in targets]
-    evo = {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}}
+    evo_base = base_config(args, EVOLUTION, "constrained")
     if (out / "evolution" / "sweep.json").exists():  # other evolution settings: refused now, not after DARTS ran
-        open_sweep(out / "evolution", base_config(args, evo, "constrained"), [])
+        open_sweep(out / "evolution", evo_base, [])
     darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)
     failed = [f"{r['variant']}: {r['status']}" for r in darts_rows if r.get("status") != "done"]
     if failed:  # evolution's budgets are DARTS's wall-clock: without them there is nothing to compare
@@ -281,7 +282,7 @@ def main(argv=None) -> int:
     evo_variants = [Variant(f"t{t:g}-s{s}", {"objective.target_ms": t, "seed": s, "time_budget_s": wall[t]})
                     for t in targets for s in range(args.evolution_seeds)]
     # --evolution-seeds 0: DARTS alone (its latency rows); a later run with seeds resumes DARTS as done.
-    evo_rows = sweep(out / "evolution", base_config(args, evo, "constrained"), evo_variants,
+    evo_rows = sweep(out / "evolution", evo_base, evo_variants,
                      args.max_concurrent) if evo_variants else []
 
     found = [(method, r, *result_arch(out / method / r["variant"]))

@@ -2,6 +2,7 @@
 tiny end-to-end search through the engine that resumes and exports."""
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -524,18 +525,23 @@ def test_bad_options_or_budget_are_refused_before_anything_is_written(option, me
 
 
 
-def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def bench(monkeypatch):
+    """bench/darts_vs_evolution.py as a module, its folder on sys.path for the whole test
+    (the re-training workers it spawns import it too)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import darts_vs_evolution
+
+    return darts_vs_evolution
+
+
+def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, capsys, monkeypatch, bench):
     """bench/darts_vs_evolution.py's re-training: each network's mAP@.5 on the searches'
     validation images and on ``--holdout-val`` generated images of another data seed
     (images evolution did not pick its result on), each cached under its own key (the
     searches' under the key it always had, so earlier caches still count), so a second
     call trains nothing; a negative count exits 2."""
-    from pathlib import Path
-
     from evaluators.synthetic import make_synthetic
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))  # the workers import it too
-    import darts_vs_evolution as bench
 
     seen = make_synthetic(4, 64, seed=0, split="val")
     held = make_synthetic(4, 64, seed=bench.HOLDOUT_DATA_SEED, split="val")
@@ -567,19 +573,14 @@ def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, caps
     assert exc.value.code == 2 and "--holdout-val: must be >= 0, got -1" in capsys.readouterr().err
 
 
-def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys, monkeypatch):
+def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys, bench):
     """Run again on the same --out with other search settings, the bench would mix
     searches that are not the ones asked for: exit 2 naming what differs, nothing run."""
-    from pathlib import Path
-
     from nas.sweep import Sweep, grid
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
-    import darts_vs_evolution as bench
 
     args = bench.parse_args(["--train-steps", "2"])
-    base = bench.base_config(args, {"name": "evolution", "options": {"population_size": 4, "sample_size": 2}},
-                             "constrained")
+    base = bench.base_config(args, bench.EVOLUTION, "constrained")
     Sweep.new(tmp_path / "evolution", base, grid([3.0], [0]))
     other = bench.base_config(bench.parse_args(["--train-steps", "3"]), base["strategy"], "constrained")
     stored = (tmp_path / "evolution" / "sweep.json").read_text()
@@ -607,11 +608,7 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
     (["--percentiles", "10,x"], "--percentiles: '10,x' is not comma-separated numbers"),
     (["--percentiles", "10,150"], "--percentiles: percentiles lie in [0, 100]"),
 ])
-def test_darts_bench_bad_flags_exit_2_naming_the_flag(argv, message, capsys, monkeypatch):
-    from pathlib import Path
-
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
-    import darts_vs_evolution as bench
+def test_darts_bench_bad_flags_exit_2_naming_the_flag(argv, message, capsys, bench):
 
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(argv)

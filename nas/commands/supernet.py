@@ -30,8 +30,7 @@ from nas.cli import arg, command
           "sharing, see BENCHMARKS.md)")
 @arg("--init-from", default=None, metavar="CHECKPOINT",
      help="start from this trained supernet's weights (same space and --separate; with --split, every group "
-          "starts from the "
-          "checkpoint's neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
+          "starts from the checkpoint's neck and head) instead of a fresh draw: few-shot NAS's fine-tuning")
 @arg("--time-budget", type=float, default=None, metavar="SECONDS",
      help="stop after this long (checkpoint saved); run again to continue")
 def train(args):
