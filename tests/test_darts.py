@@ -614,3 +614,23 @@ def test_darts_bench_bad_flags_exit_2_naming_the_flag(argv, message, capsys, ben
         bench.parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert bench.parse_args([]).percentiles == [10.0, 50.0, 90.0]
+
+
+def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
+    """Several DARTS seeds: seed 0 keeps the variant name and overrides of earlier runs
+    (so their folders resume), the others add ``-sN`` and their seed; the verdict is on
+    DARTS's median against evolution's range, and a diverged training (NaN) is no result."""
+    names = [(v.name, v.overrides) for v in bench.darts_grid([2.89, 7.5], 2, 1)]
+    assert names == [("t2.89", {"objective.target_ms": 2.89, "budget": 1}),
+                     ("t2.89-s1", {"objective.target_ms": 2.89, "budget": 1, "seed": 1}),
+                     ("t7.5", {"objective.target_ms": 7.5, "budget": 1}),
+                     ("t7.5-s1", {"objective.target_ms": 7.5, "budget": 1, "seed": 1})]
+    evolution = [0.030, 0.044]
+    assert bench.accuracy_verdict([0.028], evolution) == (0.028, "worse")
+    assert bench.accuracy_verdict([0.028, 0.031, 0.050], evolution) == (0.031, "within")
+    assert bench.accuracy_verdict([0.050, 0.060], evolution) == (0.055, "better")
+    assert bench.accuracy_verdict([0.020, float("nan"), 0.050], evolution) == (0.035, "within")
+    assert bench.accuracy_verdict([float("nan")], evolution)[1] == "no DARTS result"
+    assert bench.accuracy_verdict([0.03], [])[1] == "no evolution run"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--darts-seeds", "0"])
