@@ -59,6 +59,22 @@ class UsageError(Exception):
     """Raised by commands for a bad combination of options (exit 2)."""
 
 
+_KIND_NAMES = {float: "numbers", int: "integers", str: "names"}
+
+
+def comma_list(text: str, flag: str, kind=str, allow_empty: bool = False) -> list:
+    """The items of a comma-separated option value (``--targets 3,5``), blanks dropped,
+    each converted by ``kind`` (str, int or float). An item ``kind`` rejects, or no item
+    at all unless ``allow_empty``, is a :class:`UsageError` naming ``flag``."""
+    try:
+        values = [kind(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} expects comma-separated {_KIND_NAMES.get(kind, 'values')}, got {text!r}") from None
+    if not values and not allow_empty:
+        raise UsageError(f"{flag} is empty")
+    return values
+
+
 def _load_commands() -> None:
     for module in COMMAND_MODULES:
         try:

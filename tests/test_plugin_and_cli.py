@@ -139,3 +139,23 @@ def test_supernet_train_refuses_bad_options_before_writing(tmp_path, capsys, ext
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_comma_list_options_share_one_parser(tmp_path, capsys):
+    """--targets, --seeds, --passes, --split and --separate are read by one helper: blanks
+    dropped, each item converted, a bad or missing item a usage error naming the flag."""
+    from nas.cli import UsageError, comma_list, main
+
+    assert comma_list(" 2.5, 4,", "--targets", float) == [2.5, 4.0]
+    assert comma_list("neck.depth, head.depth", "--split") == ["neck.depth", "head.depth"]
+    assert comma_list("", "--split", allow_empty=True) == []
+    with pytest.raises(UsageError, match="--seeds expects comma-separated integers, got '1,2.5'"):
+        comma_list("1,2.5", "--seeds", int)
+    with pytest.raises(UsageError, match="--passes is empty"):
+        comma_list(" , ", "--passes")
+    # Through the commands: exit 2, nothing written.
+    assert main(["finish", "pp_lcnet_like_w0.5", "--passes", ",", "--out", str(tmp_path / "f")]) == 2
+    assert "--passes is empty" in capsys.readouterr().err
+    assert main(["sweep", "--targets", "3", "--seeds", "0,x", "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds expects comma-separated integers, got '0,x'" in capsys.readouterr().err
+    assert not (tmp_path / "f").exists() and not (tmp_path / "s").exists()

@@ -1,7 +1,7 @@
 """``nas finish`` and ``nas predict``."""
 from __future__ import annotations
 
-from nas.cli import arg, command
+from nas.cli import arg, comma_list, command
 from nas.commands.space import _space_settings, with_settings
 
 
@@ -19,7 +19,7 @@ def finish_command(args):
     from nas.finishing import finish, format_table, load_source
 
     torch.set_num_threads(1)  # the latency columns are per thread count; training shares the CPU
-    passes = tuple(p.strip() for p in args.passes.split(",")) if args.passes is not None else None
+    passes = tuple(comma_list(args.passes, "--passes")) if args.passes is not None else None
     source, cfg = load_source(args.source, args.config, _space_settings(args), passes)
     out = args.out or source.default_out
     print(f"finishing {source.description}\npasses {', '.join(cfg.passes)} -> {out}")

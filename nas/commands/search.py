@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from nas.cli import UsageError, arg, command
+from nas.cli import UsageError, arg, comma_list, command
 
 
 @command("search", help="run (or resume) an architecture search")
@@ -56,15 +56,7 @@ def report(args):
 
 
 def _number_list(text: str | None, flag: str, kind=float) -> list | None:
-    if text is None:
-        return None
-    try:
-        values = [kind(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{flag} expects comma-separated {'numbers' if kind is float else 'integers'}, got {text!r}") from None
-    if not values:
-        raise UsageError(f"{flag} is empty")
-    return values
+    return None if text is None else comma_list(text, flag, kind)
 
 
 @command("sweep", help="run several searches side by side (latency targets x seeds), e.g. DARTS per target on Ray")

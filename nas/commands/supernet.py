@@ -1,7 +1,7 @@
 """``nas supernet train``: the weight-sharing supernet behind the ``supernet`` evaluator."""
 from __future__ import annotations
 
-from nas.cli import arg, command
+from nas.cli import arg, comma_list, command
 
 
 @command("supernet train", help="train a weight-sharing supernet (SPOS) for the 'supernet' evaluator; "
@@ -47,7 +47,8 @@ def train(args):
         raise InputError(str(exc)) from None
     run = train_supernet(space, data, args.steps, args.batch_size, args.seed, args.out,
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
-                         split=_names(args.split), separate=_names(args.separate),
+                         split=tuple(comma_list(args.split, "--split", allow_empty=True)),
+                         separate=tuple(comma_list(args.separate, "--separate", allow_empty=True)),
                          init_from=args.init_from, lr=args.lr)
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
@@ -56,7 +57,3 @@ def train(args):
     print(f"supernet: {run.step}/{run.steps} steps ({state}), {len(run.supernet.weights)} shared tensors, "
           f"{params / 1e6:.1f}M params, {run.seconds:.0f} s of training{loss}; wrote {run.path}")
 
-
-def _names(text: str) -> tuple[str, ...]:
-    """The names of a comma-separated option (``--split``, ``--separate``), blanks dropped."""
-    return tuple(name.strip() for name in text.split(",") if name.strip())
