@@ -59,10 +59,10 @@ class UsageError(Exception):
     """Raised by commands for a bad combination of options (exit 2)."""
 
 
-_KIND_NAMES = {float: "numbers", int: "integers", str: "names"}
+_KIND_NAMES = {float: "numbers", int: "integers"}
 
 
-def comma_list(text: str, flag: str, kind=str, allow_empty: bool = False) -> list:
+def comma_list(text: str, flag: str, kind: Callable[[str], object] = str, allow_empty: bool = False) -> list:
     """The items of a comma-separated option value (``--targets 3,5``), blanks dropped,
     each converted by ``kind`` (str, int or float). An item ``kind`` rejects, or no item
     at all unless ``allow_empty``, is a :class:`UsageError` naming ``flag``."""

@@ -603,6 +603,7 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
     (["--train-steps", "0"], "--train-steps: must be >= 1, got 0"),
     (["--batch-size", "0"], "--batch-size: must be >= 1, got 0"),
     (["--evolution-seeds", "-1"], "--evolution-seeds: must be >= 0, got -1"),
+    (["--darts-seeds", "0"], "--darts-seeds: must be >= 1, got 0"),
     (["--n-val", "ten"], "--n-val: 'ten' is not a whole number"),
     (["--darts-width", "wide"], "--darts-width: 'wide' is not auto, search or a width"),
     (["--percentiles", "10,x"], "--percentiles: '10,x' is not comma-separated numbers"),
@@ -620,8 +621,8 @@ def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
     """Several DARTS seeds: seed 0 keeps the variant name and overrides of earlier runs
     (so their folders resume), the others add ``-sN`` and their seed; the verdict is on
     DARTS's median against evolution's range, and a diverged training (NaN) is no result."""
-    names = [(v.name, v.overrides) for v in bench.darts_grid([2.89, 7.5], 2, 1)]
-    assert names == [("t2.89", {"objective.target_ms": 2.89, "budget": 1}),
+    variants = [(v.name, v.overrides) for v in bench.darts_grid([2.89, 7.5], 2, 1)]
+    assert variants == [("t2.89", {"objective.target_ms": 2.89, "budget": 1}),
                      ("t2.89-s1", {"objective.target_ms": 2.89, "budget": 1, "seed": 1}),
                      ("t7.5", {"objective.target_ms": 7.5, "budget": 1}),
                      ("t7.5-s1", {"objective.target_ms": 7.5, "budget": 1, "seed": 1})]
@@ -631,6 +632,5 @@ def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
     assert bench.accuracy_verdict([0.050, 0.060], evolution) == (0.055, "better")
     assert bench.accuracy_verdict([0.020, float("nan"), 0.050], evolution) == (0.035, "within")
     assert bench.accuracy_verdict([float("nan")], evolution)[1] == "no DARTS result"
-    assert bench.accuracy_verdict([0.03], [])[1] == "no evolution run"
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--darts-seeds", "0"])
+    assert bench.accuracy_verdict([0.03], [float("nan")])[1] == "no evolution run"
+    assert bench.accuracy_verdict([0.043], [float("nan"), *evolution]) == (0.043, "within")

@@ -154,8 +154,14 @@ def test_comma_list_options_share_one_parser(tmp_path, capsys):
     with pytest.raises(UsageError, match="--passes is empty"):
         comma_list(" , ", "--passes")
     # Through the commands: exit 2, nothing written.
-    assert main(["finish", "pp_lcnet_like_w0.5", "--passes", ",", "--out", str(tmp_path / "f")]) == 2
-    assert "--passes is empty" in capsys.readouterr().err
-    assert main(["sweep", "--targets", "3", "--seeds", "0,x", "--out", str(tmp_path / "s")]) == 2
-    assert "--seeds expects comma-separated integers, got '0,x'" in capsys.readouterr().err
-    assert not (tmp_path / "f").exists() and not (tmp_path / "s").exists()
+    for argv, message in [
+        (["finish", "pp_lcnet_like_w0.5", "--passes", " ,", "--out", str(tmp_path / "f")], "no passes given; choose from"),
+        (["finish", "pp_lcnet_like_w0.5", "--passes", "train,,quant", "--out", str(tmp_path / "f")], "['quant']"),
+        (["sweep", "--targets", "3", "--seeds", "0,x", "--out", str(tmp_path / "s")],
+         "--seeds expects comma-separated integers, got '0,x'"),
+        (["supernet", "train", "--steps", "1", "--separate", "act, colour", "--out", str(tmp_path / "s.pt")],
+         "['colour']")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "f").exists() and not (tmp_path / "s").exists() and not (tmp_path / "s.pt").exists()

@@ -19,7 +19,8 @@ def finish_command(args):
     from nas.finishing import finish, format_table, load_source
 
     torch.set_num_threads(1)  # the latency columns are per thread count; training shares the CPU
-    passes = tuple(comma_list(args.passes, "--passes")) if args.passes is not None else None
+    # an empty list goes on to the pass check, which names the passes to choose from
+    passes = tuple(comma_list(args.passes, "--passes", allow_empty=True)) if args.passes is not None else None
     source, cfg = load_source(args.source, args.config, _space_settings(args), passes)
     out = args.out or source.default_out
     print(f"finishing {source.description}\npasses {', '.join(cfg.passes)} -> {out}")

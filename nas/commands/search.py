@@ -56,6 +56,7 @@ def report(args):
 
 
 def _number_list(text: str | None, flag: str, kind=float) -> list | None:
+    """The numbers of ``--targets`` / ``--seeds``; None when the flag is not given."""
     return None if text is None else comma_list(text, flag, kind)
 
 
