@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# A second `make demo` resumes runs/demo (a finished one is only reported again)
+# rather than refusing the folder; `rm -rf runs/demo` starts afresh.
 demo: $(STAMP)
-	$(VENV)/bin/nas search --config configs/demo.yaml --out runs/demo
+	@if [ -f runs/demo/config.yaml ]; then \
+		echo "runs/demo exists: resuming it (rm -rf runs/demo for a fresh demo)"; \
+		$(VENV)/bin/nas search --resume runs/demo; \
+	else \
+		$(VENV)/bin/nas search --config configs/demo.yaml --out runs/demo; \
+	fi
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
