@@ -46,7 +46,8 @@ data, DARTS options) on the same ``--out`` are refused (exit 2), before any sear
 
 Usage::
 
-    python bench/darts_vs_evolution.py                     # the recorded run
+    python bench/darts_vs_evolution.py                     # one DARTS and two evolution seeds per target
+    python bench/darts_vs_evolution.py --darts-seeds 4 --evolution-seeds 4   # session 17's run (BENCHMARKS.md)
     python bench/darts_vs_evolution.py --darts-steps 6 --train-steps 2 --n-train 16 \\
         --n-val 8 --holdout-val 8 --evolution-seeds 1 --out runs/bench-dve-smoke     # smoke run
 """
