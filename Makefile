@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # A second `make demo` resumes runs/demo (a finished one is only reported again)
-# rather than refusing the folder; `rm -rf runs/demo` starts afresh.
+# rather than having `nas search` refuse a folder that holds trials.jsonl;
+# `rm -rf runs/demo` starts afresh.
 demo: $(STAMP)
-	@if [ -f runs/demo/config.yaml ]; then \
+	@if [ -f runs/demo/trials.jsonl ]; then \
 		echo "runs/demo exists: resuming it (rm -rf runs/demo for a fresh demo)"; \
 		$(VENV)/bin/nas search --resume runs/demo; \
 	else \

@@ -4,8 +4,8 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
 ``--n-sample`` random architectures of the default space (printed, not typed in). Then:
 
 1. ``nas sweep``-style DARTS searches, ``--darts-seeds`` per target (default one),
-   run as Ray Tune trials (one CPU
-   each, one at a time by default: ``--darts-concurrent``): supernet training,
+   run as Ray Tune trials (one CPU each, one at a time by default:
+   ``--darts-concurrent``): supernet training,
    derivation checked against onnxruntime, and the derived network scored by
    ``train_proxy``. One at a time because DARTS steers its derivation by onnxruntime
    measurements, and with a second search training on the other core they read slow
@@ -38,7 +38,8 @@ measured latency, measured off-target), then per target DARTS's re-trained mAP@.
 against the range of evolution's re-trained means over its search seeds, and whether
 DARTS's measured latency is within +-10% of the target. With several DARTS seeds, their
 median mAP@.5 over the seeds whose training did not diverge is compared (DARTS judged
-by its middle, not its luckiest seed), and every seed's latency must be within. Resumable: run again with the
+by its middle, not its luckiest seed; printed as "median of k/N seeds", k of the N
+trained), and every seed's latency must be within. Resumable: run again with the
 same ``--out`` (re-trainings are cached in ``retrain.json`` as they finish); with a
 larger ``--evolution-seeds`` or ``--darts-seeds`` (or other ``--percentiles``) it adds the searches the
 folder lacks and keeps the rest. Other settings of the searches themselves (steps,

@@ -151,8 +151,8 @@ def test_comma_list_options_share_one_parser(tmp_path, capsys):
     assert comma_list("", "--split", allow_empty=True) == []
     with pytest.raises(UsageError, match="--seeds expects comma-separated integers, got '1,2.5'"):
         comma_list("1,2.5", "--seeds", int)
-    with pytest.raises(UsageError, match="--passes is empty"):
-        comma_list(" , ", "--passes")
+    with pytest.raises(UsageError, match="--targets is empty"):
+        comma_list(" , ", "--targets", float)
     # Through the commands: exit 2, nothing written.
     for argv, message in [
         (["finish", "pp_lcnet_like_w0.5", "--passes", " ,", "--out", str(tmp_path / "f")], "no passes given; choose from"),
