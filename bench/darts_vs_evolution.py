@@ -257,18 +257,20 @@ def darts_grid(targets: list[float], seeds: int, candidates: int) -> list[Varian
             for t in targets for s in range(seeds)]
 
 
-def accuracy_verdict(darts: list[float], evolution: list[float]) -> tuple[float, str]:
-    """``(DARTS's median mAP@.5, verdict)`` at one target, from each method's mAP@.5 per
-    seed: ``better`` above the [min, max] range of evolution's seeds, ``within`` it, or
-    ``worse``. Evolution's seeds give the range; DARTS's are summarised by their median
-    (one seed: its own figure). NaN (a diverged training) is no result, in either list."""
+def accuracy_verdict(darts: list[float], evolution: list[float]) -> tuple[float, float, float, str]:
+    """``(DARTS's median mAP@.5, evolution's lowest, its highest, verdict)`` at one target,
+    from each method's mAP@.5 per seed: ``better`` above evolution's [lowest, highest],
+    ``within`` it, or ``worse``. Evolution's seeds give the range; DARTS's are summarised
+    by their median (one seed: its own figure). NaN (a diverged training) is no result,
+    in either list; a side with none gives NaN figures and ``no ... run/result``."""
     darts, evolution = ([m for m in ms if np.isfinite(m)] for ms in (darts, evolution))
     median = float(np.median(darts)) if darts else float("nan")
+    lo, hi = (min(evolution), max(evolution)) if evolution else (float("nan"), float("nan"))
     if not evolution:
-        return median, "no evolution run"
+        return median, lo, hi, "no evolution run"
     if not darts:
-        return median, "no DARTS result"
-    return median, "better" if median > max(evolution) else "within" if median >= min(evolution) else "worse"
+        return median, lo, hi, "no DARTS result"
+    return median, lo, hi, "better" if median > hi else "within" if median >= lo else "worse"
 
 
 def result_arch(folder: Path) -> tuple[Architecture | None, dict]:
@@ -358,9 +360,7 @@ def main(argv=None) -> int:
     for t in targets:
         ds = [r for r in rows if r["method"] == "darts" and r["target"] == t]
         e = [r["map50"] for r in rows if r["method"] == "evolution" and r["target"] == t]
-        finite_e = [m for m in e if np.isfinite(m)]
-        lo, hi = (min(finite_e), max(finite_e)) if finite_e else (float("nan"), float("nan"))
-        median, verdict = accuracy_verdict([d["map50"] for d in ds], e)
+        median, lo, hi, verdict = accuracy_verdict([d["map50"] for d in ds], e)
         off = [d["measured_ms"] / t - 1 for d in ds]
         n_within = sum(abs(o) <= 0.10 for o in off)
         verdicts.append((n_within == len(ds), verdict))

@@ -626,11 +626,11 @@ def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
                      ("t2.89-s1", {"objective.target_ms": 2.89, "budget": 1, "seed": 1}),
                      ("t7.5", {"objective.target_ms": 7.5, "budget": 1}),
                      ("t7.5-s1", {"objective.target_ms": 7.5, "budget": 1, "seed": 1})]
-    evolution = [0.030, 0.044]
-    assert bench.accuracy_verdict([0.028], evolution) == (0.028, "worse")
-    assert bench.accuracy_verdict([0.028, 0.031, 0.050], evolution) == (0.031, "within")
-    assert bench.accuracy_verdict([0.050, 0.060], evolution) == (0.055, "better")
-    assert bench.accuracy_verdict([0.020, float("nan"), 0.050], evolution) == (0.035, "within")
-    assert bench.accuracy_verdict([float("nan")], evolution)[1] == "no DARTS result"
-    assert bench.accuracy_verdict([0.03], [float("nan")])[1] == "no evolution run"
-    assert bench.accuracy_verdict([0.043], [float("nan"), *evolution]) == (0.043, "within")
+    evolution = [0.044, 0.030]
+    assert bench.accuracy_verdict([0.028], evolution) == (0.028, 0.030, 0.044, "worse")
+    assert bench.accuracy_verdict([0.028, 0.031, 0.050], evolution)[::3] == (0.031, "within")
+    assert bench.accuracy_verdict([0.050, 0.060], evolution)[::3] == (0.055, "better")
+    assert bench.accuracy_verdict([0.020, float("nan"), 0.050], evolution)[::3] == (0.035, "within")
+    assert bench.accuracy_verdict([float("nan")], evolution)[3] == "no DARTS result"
+    assert bench.accuracy_verdict([0.03], [float("nan")])[3] == "no evolution run"
+    assert bench.accuracy_verdict([0.043], [float("nan"), *evolution]) == (0.043, 0.030, 0.044, "within")
