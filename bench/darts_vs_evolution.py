@@ -49,6 +49,8 @@ Usage::
 
     python bench/darts_vs_evolution.py                     # one DARTS and two evolution seeds per target
     python bench/darts_vs_evolution.py --darts-seeds 4 --evolution-seeds 4   # session 17's run (BENCHMARKS.md)
+    python bench/darts_vs_evolution.py --percentiles 10 --darts-fixed head.depth=1 --darts-seeds 4 \\
+        --evolution-seeds 4                                # a lighter head held at the lowest target
     python bench/darts_vs_evolution.py --darts-steps 6 --train-steps 2 --n-train 16 \\
         --n-val 8 --holdout-val 8 --evolution-seeds 1 --out runs/bench-dve-smoke     # smoke run
 """
@@ -73,6 +75,7 @@ from latency_tables.predictor import LatencyTable  # noqa: E402
 from latency_tables.profiler import measure_architectures  # noqa: E402
 from nas.engine import RunFolder  # noqa: E402
 from nas.report import best_trial  # noqa: E402
+from nas.strategies.darts import DEFAULT_FIXED  # noqa: E402
 from nas.sweep import Sweep, Variant  # noqa: E402
 from search_spaces import Architecture, InputError, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
@@ -104,6 +107,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--darts-params-weight", type=float, default=None, metavar="W",
                    help="DARTS's params_weight option: weight of log(parameters) in the derivation "
                         "(default: the strategy's, 2)")
+    p.add_argument("--darts-fixed", type=fixed_option, default=None, metavar="NAME=VALUE,...",
+                   help="DARTS's fixed option: these neck/head decisions changed from the ones it holds by "
+                        f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "
+                        "searches that decision; e.g. head.depth=1,neck.pan=false")
     p.add_argument("--train-steps", type=some, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=some, default=8)
     p.add_argument("--n-train", type=some, default=256)
@@ -156,6 +163,29 @@ def width_option(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not auto, search or a width such as 0.75") from None
+
+
+def fixed_option(text: str) -> dict:
+    """An argparse type: ``name=value,...`` over :data:`DEFAULT_FIXED`, the neck/head
+    decisions DARTS holds (``value``: a whole number, ``true``/``false``, or ``search``
+    to search that decision). Whether the space has the name and value is checked with
+    the rest of the DARTS options, before any work."""
+    fixed = dict(DEFAULT_FIXED)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or not name or not value:
+            raise argparse.ArgumentTypeError(f"{item!r} is not NAME=VALUE (e.g. head.depth=1)")
+        if value == "search":
+            fixed.pop(name, None)
+        elif value.lower() in ("true", "false"):
+            fixed[name] = value.lower() == "true"
+        else:
+            try:
+                fixed[name] = int(value)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a whole number, true, false "
+                                                 "or search") from None
+    return fixed
 
 
 def base_config(args, strategy: dict, mode: str) -> dict:
@@ -300,6 +330,7 @@ def main(argv=None) -> int:
                                           # only when given, so folders of earlier runs still resume
                                           **({"params_weight": args.darts_params_weight}
                                              if args.darts_params_weight is not None else {}),
+                                          **({"fixed": args.darts_fixed} if args.darts_fixed is not None else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = darts_grid(targets, args.darts_seeds, args.darts_candidates)
     evo_base = base_config(args, EVOLUTION, "constrained")

@@ -606,6 +606,8 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
     (["--darts-seeds", "0"], "--darts-seeds: must be >= 1, got 0"),
     (["--n-val", "ten"], "--n-val: 'ten' is not a whole number"),
     (["--darts-width", "wide"], "--darts-width: 'wide' is not auto, search or a width"),
+    (["--darts-fixed", "head.depth"], "--darts-fixed: 'head.depth' is not NAME=VALUE"),
+    (["--darts-fixed", "head.depth=deep"], "--darts-fixed: 'head.depth=deep': 'deep' is not a whole number"),
     (["--percentiles", "10,x"], "--percentiles: '10,x' is not comma-separated numbers"),
     (["--percentiles", "10,150"], "--percentiles: percentiles lie in [0, 100]"),
 ])
@@ -615,6 +617,16 @@ def test_darts_bench_bad_flags_exit_2_naming_the_flag(argv, message, capsys, ben
         bench.parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
     assert bench.parse_args([]).percentiles == [10.0, 50.0, 90.0]
+
+
+def test_darts_bench_fixed_flag_changes_darts_default_neck_and_head(bench):
+    """``--darts-fixed`` edits the decisions DARTS holds by default (others stay held);
+    ``search`` frees one; without the flag the DARTS config has no ``fixed`` entry, so
+    folders of earlier runs resume."""
+    fixed = bench.parse_args(["--darts-fixed", "head.depth=1, neck.pan=false,neck.kernel=search"]).darts_fixed
+    assert fixed == {**{k: v for k, v in DEFAULT_FIXED.items() if k != "neck.kernel"},
+                     "head.depth": 1, "neck.pan": False}
+    assert bench.parse_args([]).darts_fixed is None
 
 
 def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
