@@ -86,11 +86,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supernet-n-val", type=int, default=None, metavar="N",
                    help="score the supernet on N generated validation images (default: the --n-val the trained "
                         "mAP uses); more images, less noise in a score, more seconds per candidate")
+    p.add_argument("--supernet-finetune-steps", type=int, default=0, metavar="N",
+                   help="the supernet evaluator's finetune_steps: train each inherited network alone for N steps "
+                        "before scoring it (default 0)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     args = p.parse_args(argv)
     if args.supernet_n_val is not None and args.supernet_n_val < 1:
         p.error(f"--supernet-n-val must be >= 1, got {args.supernet_n_val}")
+    if args.supernet_finetune_steps < 0:
+        p.error(f"--supernet-finetune-steps must be >= 0, got {args.supernet_finetune_steps}")
     if args.versus_steps is not None and not (args.versus_steps >= 1 and args.versus_steps != args.steps):
         p.error(f"--versus-steps must be a step count >= 1 other than --steps ({args.steps}), got {args.versus_steps}")
     return args
@@ -293,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
     evaluators["params_flops"] = get_evaluator("params_flops")
     if args.supernet:
         supernet_data = None if args.supernet_n_val is None else {"n_train": args.n_train, "n_val": args.supernet_n_val}
-        evaluators["supernet"] = get_evaluator("supernet", checkpoint=args.supernet, data=supernet_data)
+        evaluators["supernet"] = get_evaluator("supernet", checkpoint=args.supernet, data=supernet_data,
+                                                finetune_steps=args.supernet_finetune_steps)
         start = time.monotonic()
         evaluators["supernet"].prepare(space)
         print(f"supernet {args.supernet} loaded in {time.monotonic() - start:.1f} s", flush=True)

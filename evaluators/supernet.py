@@ -81,7 +81,7 @@ from .base import Evaluator, register_evaluator
 from .data import DataConfig
 from .distillation import DEFAULT_TEMPERATURE, class_distillation
 from .trainer import (PreparedData, TrainConfig, TrainingFailure, _batch, dense_loss, dense_outputs, evaluate,
-                      to_tensor)
+                      to_tensor, train)
 
 CHECKPOINT_FORMAT = "cpu-det-nas/supernet"
 CHECKPOINT_VERSION = 2  # 2: weights shared across widths, kernels and expansions
@@ -809,6 +809,12 @@ class SupernetScore(Evaluator):
     from a trained supernet, after recalibrating BatchNorm on ``bn_batches`` batches of
     ``batch_size`` training images.
 
+    ``finetune_steps`` (default 0: none) trains the inherited network alone for that
+    many steps of ``batch_size`` training images first (AdamW at ``finetune_lr``,
+    cosine-decayed, no warm-up, seed 0), as one-shot evaluations that fine-tune each
+    candidate briefly do, to loosen the shared weights' compromise before BatchNorm
+    is recalibrated and mAP measured.
+
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
     from the checkpoint too. The checkpoint is read once. An
@@ -819,9 +825,14 @@ class SupernetScore(Evaluator):
     cost = "train"
 
     def __init__(self, checkpoint: str, data: dict | None = None, bn_batches: int = 4, batch_size: int = 16,
-                 threads: int | None = None):
+                 threads: int | None = None, finetune_steps: int = 0, finetune_lr: float = 1e-3):
         if bn_batches < 1 or batch_size < 1:
             raise InputError(f"evaluator 'supernet': bn_batches and batch_size must be >= 1, got {bn_batches}, {batch_size}")
+        if finetune_steps < 0 or not finetune_lr > 0:
+            raise InputError(f"evaluator 'supernet': finetune_steps must be >= 0 and finetune_lr > 0, "
+                             f"got {finetune_steps}, {finetune_lr}")
+        self.finetune = TrainConfig(steps=finetune_steps, batch_size=batch_size, lr=finetune_lr, warmup_steps=0,
+                                    seed=0)
         self.path = Path(checkpoint)
         self.data_options = data
         self.bn_batches, self.batch_size, self.threads = bn_batches, batch_size, threads
@@ -848,6 +859,8 @@ class SupernetScore(Evaluator):
         supernet.check_trained(arch)
         model = space.build(arch)
         model.load_state_dict(supernet.extract(arch))
+        if self.finetune.steps:
+            train(model, train_data, self.finetune)  # a diverged loss raises TrainingFailure: the trial fails
         recalibrate_bn(model, calibration_images(train_data, self.bn_batches * self.batch_size), self.batch_size)
         metrics = evaluate(model, val_data)
         self.last_model = model  # as train_proxy: the engine saves the best candidate's weights from here

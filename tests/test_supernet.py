@@ -223,6 +223,24 @@ def test_evaluator_scores_trained_paths(space, tiny_data3, trained):
         ev(unseen[0], space)
 
 
+def test_evaluator_fine_tunes_a_copy_deterministically(space, tiny_data3, trained):
+    """``finetune_steps``: the scored network moves away from the inherited weights, the
+    supernet does not, and the same candidate scores the same twice."""
+    data = {"source": tiny_data3.source, "n_train": 16, "n_val": 8}
+    ev = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4,
+                       finetune_steps=2)
+    arch = _trained_archs(space)[0]
+    first = ev(arch, space)
+    inherited = ev.prepare(space).extract(arch)
+    tuned = ev.last_model.state_dict()
+    conv = next(k for k, v in inherited.items() if v.dim() == 4)
+    assert not torch.equal(tuned[conv], inherited[conv])
+    assert all(torch.equal(inherited[k], v) for k, v in trained.supernet.extract(arch).items())
+    assert ev(arch, space) == first
+    with pytest.raises(InputError, match="finetune_steps must be >= 0"):
+        get_evaluator("supernet", checkpoint=str(trained.path), finetune_steps=-1)
+
+
 def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
     with pytest.raises(InputError, match="nope.pt"):
         get_evaluator("supernet", checkpoint=str(tmp_path / "nope.pt"))
