@@ -813,7 +813,10 @@ class SupernetScore(Evaluator):
     many steps of ``batch_size`` training images first (AdamW at ``finetune_lr``,
     cosine-decayed, no warm-up, seed 0), as one-shot evaluations that fine-tune each
     candidate briefly do, to loosen the shared weights' compromise before BatchNorm
-    is recalibrated and mAP measured.
+    is recalibrated and mAP measured. Measured (BENCHMARKS.md, session 18): it lifted
+    the uniform supernet's ranking (0.199 to 0.344 at 10 steps, 0.429 at 30) but not the
+    sandwich one's (0.082 to -0.001), kept the head-depth bias, and doubled the seconds
+    per candidate; hence off by default.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
