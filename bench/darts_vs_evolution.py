@@ -167,24 +167,34 @@ def width_option(text: str):
 
 def fixed_option(text: str) -> dict:
     """An argparse type: ``name=value,...`` over :data:`DEFAULT_FIXED`, the neck/head
-    decisions DARTS holds (``value``: a whole number, ``true``/``false``, or ``search``
-    to search that decision). Whether the space has the name and value is checked with
-    the rest of the DARTS options, before any work."""
-    fixed = dict(DEFAULT_FIXED)
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    decisions DARTS holds. ``value`` is ``true``/``false`` for ``neck.pan``, a whole
+    number for the others, or ``search`` to search that decision. Whether the space has
+    the value is checked with the rest of the DARTS options, before any work."""
+    fixed, seen = dict(DEFAULT_FIXED), set()
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("is empty; give NAME=VALUE,... (e.g. head.depth=1)")
+    for item in items:
         name, sep, value = (part.strip() for part in item.partition("="))
         if not sep or not name or not value:
             raise argparse.ArgumentTypeError(f"{item!r} is not NAME=VALUE (e.g. head.depth=1)")
+        if name not in DEFAULT_FIXED:
+            raise argparse.ArgumentTypeError(f"{item!r}: {name!r} is not one of {', '.join(DEFAULT_FIXED)}")
+        if name in seen:
+            raise argparse.ArgumentTypeError(f"{name} is given twice")
+        seen.add(name)
+        value = value.lower()
         if value == "search":
-            fixed.pop(name, None)
-        elif value.lower() in ("true", "false"):
-            fixed[name] = value.lower() == "true"
+            del fixed[name]
+        elif isinstance(DEFAULT_FIXED[name], bool):
+            if value not in ("true", "false"):
+                raise argparse.ArgumentTypeError(f"{item!r}: {name} takes true, false or search")
+            fixed[name] = value == "true"
         else:
             try:
                 fixed[name] = int(value)
             except ValueError:
-                raise argparse.ArgumentTypeError(f"{item!r}: {value!r} is not a whole number, true, false "
-                                                 "or search") from None
+                raise argparse.ArgumentTypeError(f"{item!r}: {name} takes a whole number or search") from None
     return fixed
 
 

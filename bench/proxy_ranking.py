@@ -22,6 +22,7 @@ Usage::
     python bench/proxy_ranking.py --n 3 --steps 20 --n-train 64   # smoke run
     nas supernet train --steps 3000 --input-size 128 --out runs/sn128/supernet.pt
     python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only
+    python bench/proxy_ranking.py --supernet runs/sn128/supernet.pt --cached-only --supernet-finetune-steps 10
     python bench/proxy_ranking.py --train-seed 1      # the same networks re-trained: how well mAP repeats
     python bench/proxy_ranking.py --steps 800 --shard 0/2 &   # two 1-thread processes share the
     python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file); each ranks its own
@@ -96,6 +97,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--supernet-n-val must be >= 1, got {args.supernet_n_val}")
     if args.supernet_finetune_steps < 0:
         p.error(f"--supernet-finetune-steps must be >= 0, got {args.supernet_finetune_steps}")
+    if args.supernet_finetune_steps and not args.supernet:
+        p.error("--supernet-finetune-steps needs --supernet CKPT (it fine-tunes the supernet's candidates)")
     if args.versus_steps is not None and not (args.versus_steps >= 1 and args.versus_steps != args.steps):
         p.error(f"--versus-steps must be a step count >= 1 other than --steps ({args.steps}), got {args.versus_steps}")
     return args

@@ -810,13 +810,15 @@ class SupernetScore(Evaluator):
     ``batch_size`` training images.
 
     ``finetune_steps`` (default 0: none) trains the inherited network alone for that
-    many steps of ``batch_size`` training images first (AdamW at ``finetune_lr``,
-    cosine-decayed, no warm-up, seed 0), as one-shot evaluations that fine-tune each
+    many steps of ``batch_size`` training images first (the trainer's defaults otherwise:
+    AdamW at ``finetune_lr`` with weight decay, cosine-decayed, no warm-up, flip and
+    brightness augmentation, seed 0; repeatable at a fixed thread count, so set
+    ``threads``), as one-shot evaluations that fine-tune each
     candidate briefly do, to loosen the shared weights' compromise before BatchNorm
     is recalibrated and mAP measured. Measured (BENCHMARKS.md, session 18): it lifted
     the uniform supernet's ranking (0.199 to 0.344 at 10 steps, 0.429 at 30) but not the
-    sandwich one's (0.082 to -0.001), kept the head-depth bias, and doubled the seconds
-    per candidate; hence off by default.
+    sandwich one's (0.082 to -0.001), kept the head-depth bias, and made each candidate
+    take 1.5-2.6 times as long; hence off by default.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
@@ -863,7 +865,8 @@ class SupernetScore(Evaluator):
         model = space.build(arch)
         model.load_state_dict(supernet.extract(arch))
         if self.finetune.steps:
-            train(model, train_data, self.finetune)  # a diverged loss raises TrainingFailure: the trial fails
+            with torch.random.fork_rng(devices=[]):  # train() seeds torch: leave the caller's RNG alone
+                train(model, train_data, self.finetune)  # a diverged loss raises TrainingFailure: the trial fails
         recalibrate_bn(model, calibration_images(train_data, self.bn_batches * self.batch_size), self.batch_size)
         metrics = evaluate(model, val_data)
         self.last_model = model  # as train_proxy: the engine saves the best candidate's weights from here

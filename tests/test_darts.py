@@ -607,7 +607,11 @@ def test_darts_bench_refuses_an_output_folder_of_other_settings(tmp_path, capsys
     (["--n-val", "ten"], "--n-val: 'ten' is not a whole number"),
     (["--darts-width", "wide"], "--darts-width: 'wide' is not auto, search or a width"),
     (["--darts-fixed", "head.depth"], "--darts-fixed: 'head.depth' is not NAME=VALUE"),
-    (["--darts-fixed", "head.depth=deep"], "--darts-fixed: 'head.depth=deep': 'deep' is not a whole number"),
+    (["--darts-fixed", "head.depth=deep"], "--darts-fixed: 'head.depth=deep': head.depth takes a whole number"),
+    (["--darts-fixed", "head.dpth=search"], "--darts-fixed: 'head.dpth=search': 'head.dpth' is not one of"),
+    (["--darts-fixed", "neck.pan=1"], "--darts-fixed: 'neck.pan=1': neck.pan takes true, false or search"),
+    (["--darts-fixed", "head.depth=1,head.depth=2"], "--darts-fixed: head.depth is given twice"),
+    (["--darts-fixed", ","], "--darts-fixed: is empty"),
     (["--percentiles", "10,x"], "--percentiles: '10,x' is not comma-separated numbers"),
     (["--percentiles", "10,150"], "--percentiles: percentiles lie in [0, 100]"),
 ])
@@ -623,7 +627,7 @@ def test_darts_bench_fixed_flag_changes_darts_default_neck_and_head(bench):
     """``--darts-fixed`` edits the decisions DARTS holds by default (others stay held);
     ``search`` frees one; without the flag the DARTS config has no ``fixed`` entry, so
     folders of earlier runs resume."""
-    fixed = bench.parse_args(["--darts-fixed", "head.depth=1, neck.pan=false,neck.kernel=search"]).darts_fixed
+    fixed = bench.parse_args(["--darts-fixed", "head.depth=1, neck.pan=False,neck.kernel=Search"]).darts_fixed
     assert fixed == {**{k: v for k, v in DEFAULT_FIXED.items() if k != "neck.kernel"},
                      "head.depth": 1, "neck.pan": False}
     assert bench.parse_args([]).darts_fixed is None

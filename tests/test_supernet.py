@@ -457,3 +457,22 @@ def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
     for bad in ("2/2", "1", "a/2", "-1/2"):
         with pytest.raises(argparse.ArgumentTypeError, match="is not K/N"):
             shard(bad)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--supernet-finetune-steps", "-1", "--supernet", "x.pt"], "--supernet-finetune-steps must be >= 0"),
+    (["--supernet-finetune-steps", "5"], "--supernet-finetune-steps needs --supernet CKPT"),
+])
+def test_proxy_ranking_refuses_a_fine_tuning_it_cannot_do(argv, message, capsys):
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "bench"))
+    try:
+        from proxy_ranking import parse_args
+    finally:
+        sys.path.remove(str(root / "bench"))
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
