@@ -816,9 +816,10 @@ class SupernetScore(Evaluator):
     ``threads``), as one-shot evaluations that fine-tune each
     candidate briefly do, to loosen the shared weights' compromise before BatchNorm
     is recalibrated and mAP measured. Measured (BENCHMARKS.md, session 18): it lifted
-    the uniform supernet's ranking (0.199 to 0.344 at 10 steps, 0.429 at 30) but not the
-    sandwich one's (0.082 to -0.001), kept the head-depth bias, and made each candidate
-    take 1.5-2.6 times as long; hence off by default.
+    the uniform supernets' ranking (0.199 to 0.344 at 10 steps, 0.429 at 30), moved the
+    two sandwich seeds in opposite directions (0.082 to -0.001, 0.157 to 0.218), kept
+    the head-depth bias, never reached params or FLOPs, and took a median of
+    7.47-13.03 s per candidate against 4.98-6.10 s; hence off by default.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
