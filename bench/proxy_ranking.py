@@ -190,7 +190,8 @@ def measure(arch, space, evaluators: dict, supernet_seconds: list[float]) -> dic
             start = time.monotonic()
             scores["supernet_map50"] = float(evaluators["supernet"](arch, space)["supernet_map50"])
             supernet_seconds.append(time.monotonic() - start)
-        except UntrainedOpsError as exc:  # a path the supernet never sampled: no score, not a made-up one
+        # A path the supernet never sampled, or whose fine-tuning diverged: no score, not a made-up one.
+        except (UntrainedOpsError, TrainingFailure) as exc:
             print(f"    supernet: {str(exc)[:160]}", flush=True)
             scores["supernet_map50"] = None
     return scores

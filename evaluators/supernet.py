@@ -834,9 +834,13 @@ class SupernetScore(Evaluator):
                  threads: int | None = None, finetune_steps: int = 0, finetune_lr: float = 1e-3):
         if bn_batches < 1 or batch_size < 1:
             raise InputError(f"evaluator 'supernet': bn_batches and batch_size must be >= 1, got {bn_batches}, {batch_size}")
-        if finetune_steps < 0 or not finetune_lr > 0:
-            raise InputError(f"evaluator 'supernet': finetune_steps must be >= 0 and finetune_lr > 0, "
-                             f"got {finetune_steps}, {finetune_lr}")
+        def number(value, kind) -> bool:
+            return isinstance(value, kind) and not isinstance(value, bool)
+
+        if not (number(finetune_steps, int) and finetune_steps >= 0
+                and number(finetune_lr, (int, float)) and finetune_lr > 0):
+            raise InputError(f"evaluator 'supernet': finetune_steps must be a whole number >= 0 (0: no fine-tuning) "
+                             f"and finetune_lr a number > 0, got {finetune_steps!r}, {finetune_lr!r}")
         self.finetune = TrainConfig(steps=finetune_steps, batch_size=batch_size, lr=finetune_lr, warmup_steps=0,
                                     seed=0)
         self.path = Path(checkpoint)

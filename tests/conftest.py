@@ -29,6 +29,16 @@ def scramble():
     return _scramble
 
 
+@pytest.fixture
+def bench_script(monkeypatch):
+    """``bench_script(name)``: bench/NAME.py imported as a module. ``bench/`` stays on
+    sys.path for the whole test, since some scripts spawn workers that import them too."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module
+
+
 @pytest.fixture(scope="session")
 def detector_space():
     from search_spaces import get_space

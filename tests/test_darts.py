@@ -526,13 +526,9 @@ def test_bad_options_or_budget_are_refused_before_anything_is_written(option, me
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    """bench/darts_vs_evolution.py as a module, its folder on sys.path for the whole test
-    (the re-training workers it spawns import it too)."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
-    import darts_vs_evolution
-
-    return darts_vs_evolution
+def bench(bench_script):
+    """bench/darts_vs_evolution.py as a module (its re-training workers import it too)."""
+    return bench_script("darts_vs_evolution")
 
 
 def test_darts_bench_scores_retrained_networks_on_held_out_images(tmp_path, capsys, monkeypatch, bench):

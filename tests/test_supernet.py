@@ -237,8 +237,9 @@ def test_evaluator_fine_tunes_a_copy_deterministically(space, tiny_data3, traine
     assert not torch.equal(tuned[conv], inherited[conv])
     assert all(torch.equal(inherited[k], v) for k, v in trained.supernet.extract(arch).items())
     assert ev(arch, space) == first
-    with pytest.raises(InputError, match="finetune_steps must be >= 0"):
-        get_evaluator("supernet", checkpoint=str(trained.path), finetune_steps=-1)
+    for bad in ({"finetune_steps": -1}, {"finetune_steps": "10"}, {"finetune_lr": 0}):
+        with pytest.raises(InputError, match="finetune_steps must be a whole number >= 0"):
+            get_evaluator("supernet", checkpoint=str(trained.path), **bad)
 
 
 def test_evaluator_refuses_missing_or_foreign_checkpoints(trained, tmp_path):
@@ -408,21 +409,14 @@ def test_split_groups_start_from_an_unsplit_checkpoint(space, tiny_data3, traine
     assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
 
 
-def test_proxy_marginals_reads_a_ranking_output(capsys):
+def test_proxy_marginals_reads_a_ranking_output(capsys, bench_script):
     """bench/proxy_marginals.py on a committed bench/proxy_ranking.py output: its overall
     Spearman is the one that output printed for the supernet."""
     import re
-    import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    output = root / "bench" / "results" / "proxy_ranking_supernet_split.txt"
-    sys.path.insert(0, str(root / "bench"))
-    try:
-        from proxy_marginals import main
-    finally:
-        sys.path.remove(str(root / "bench"))
-    assert main([str(output)]) == 0
+    output = Path(__file__).resolve().parents[1] / "bench" / "results" / "proxy_ranking_supernet_split.txt"
+    assert bench_script("proxy_marginals").main([str(output)]) == 0
     printed = capsys.readouterr().out
     overall = float(re.search(r"^overall\s+(\S+)", printed, re.M).group(1))
     table = float(re.search(r"^supernet_map50\s+(\S+)", output.read_text(), re.M).group(1))
@@ -430,21 +424,15 @@ def test_proxy_marginals_reads_a_ranking_output(capsys):
     assert re.search(r"^head\.depth\s+0\.04\s", printed, re.M)  # the trained mAP's column
 
 
-def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
+def test_proxy_ranking_shards_share_one_cache_file(tmp_path, bench_script):
     """Two processes training other shards into one cache file keep each other's results:
     each write re-reads the file and merges, so the later writer does not drop the
     earlier one's entry (a plain rewrite of its own in-memory cache would). Tested one
     write after another; between processes, the file lock keeps the writes apart."""
     import argparse
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "bench"))
-    try:
-        from proxy_ranking import load_cache, save_result, shard
-    finally:
-        sys.path.remove(str(root / "bench"))
+    bench = bench_script("proxy_ranking")
+    load_cache, save_result, shard = bench.load_cache, bench.save_result, bench.shard
     path = tmp_path / "cache.json"
     first, second = load_cache(path), load_cache(path)  # both processes start from the same (empty) file
     save_result(path, first, "k", "arch_a", {"map50": 0.1})
@@ -463,16 +451,7 @@ def test_proxy_ranking_shards_share_one_cache_file(tmp_path):
     (["--supernet-finetune-steps", "-1", "--supernet", "x.pt"], "--supernet-finetune-steps must be >= 0"),
     (["--supernet-finetune-steps", "5"], "--supernet-finetune-steps needs --supernet CKPT"),
 ])
-def test_proxy_ranking_refuses_a_fine_tuning_it_cannot_do(argv, message, capsys):
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "bench"))
-    try:
-        from proxy_ranking import parse_args
-    finally:
-        sys.path.remove(str(root / "bench"))
+def test_proxy_ranking_refuses_a_fine_tuning_it_cannot_do(argv, message, capsys, bench_script):
     with pytest.raises(SystemExit) as exc:
-        parse_args(argv)
+        bench_script("proxy_ranking").parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err

@@ -70,19 +70,11 @@ def test_class_mismatch_and_unknown_evaluator_are_input_errors():
         get_evaluator("params_flops", bogus=1)
 
 
-def test_train_proxy_cost_compares_with_an_earlier_output(tmp_path, capsys):
+def test_train_proxy_cost_compares_with_an_earlier_output(tmp_path, capsys, bench_script):
     """bench/train_proxy_cost.py --versus: reads an earlier output's mAP@.5 column, ranks
     only the networks both runs trained (same name and size), and refuses (exit 2,
     naming the file) one that is not such an output, before any training."""
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "bench"))
-    try:
-        import train_proxy_cost as bench
-    finally:
-        sys.path.remove(str(root / "bench"))
+    bench = bench_script("train_proxy_cost")
     rows = [("pp_lcnet_like_w0.5", 0.134, 0.16e6, 0.13e9), ("ghostnet_like_w1.0", 0.222, 1.7e6, 0.35e9),
             ("random_00", 0.150, 0.30e6, 0.20e9), ("random_01", 0.100, 0.20e6, 0.10e9)]
     earlier = tmp_path / "long.txt"
@@ -103,7 +95,9 @@ def test_train_proxy_cost_compares_with_an_earlier_output(tmp_path, capsys):
     assert bench.parse_args([]).steps == get_evaluator("train_proxy").cfg.steps
     truncated = tmp_path / "truncated.txt"
     truncated.write_text(bench.HEADER + "\nmobilenetv2_like_w0.5   62.3\n")  # a run cut short
-    for bad, says in ((tmp_path / "missing.txt", "No such file"), (root / "README.md", "not an output"),
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nNot a bench output.\n")
+    for bad, says in ((tmp_path / "missing.txt", "No such file"), (notes, "not an output"),
                       (truncated, "truncated.txt, line 2: not a table row")):
         with pytest.raises(SystemExit) as exc:
             bench.parse_args(["--versus", str(bad)])

@@ -60,9 +60,9 @@ each of which moves many ops at once, outweighs the detection loss's noisy
 straight-through gradient; that network scored mAP@.5 0.023 where the same search with
 the neck and head held scored 0.058 (both runs before shuffle units split the live channels).
 Holding a lighter head at that target (head depth 1: the cheapest width-1.0 network
-1.517 ms by the table instead of 1.708 ms)
-did not help either: four seeds re-trained to a median mAP@.5 of 0.025, against 0.028
-with the default (session 18; the freed time went to squeeze-excite, not to better blocks).
+1.517 ms by the table instead of 1.708 ms) did not help either: four seeds re-trained
+to a median mAP@.5 of 0.025, against 0.028 with the default (session 18; the networks
+stayed mostly dsconv at width 1.0, with squeeze-excite in more blocks).
 
 Searched widths did not beat one width either (session 8's benchmark: mAP@.5 0.031 /
 0.032 / 0.067 at the three targets against session 6's 0.027 / 0.054 / 0.063 with
