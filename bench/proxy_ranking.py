@@ -9,7 +9,11 @@ the very initial weights that training starts from (same seed).
 
 Printed: the command line, one row per architecture, then for every score its Spearman
 rho and Kendall tau (scipy) against the trained mAP@.5, over the architectures where
-both are known. params and FLOPs are the baselines a proxy has to beat.
+both are known. params and FLOPs are the baselines a proxy has to beat. With
+``--versus-steps N`` (or ``--train-seed``), this run's trained mAP@.5 and its final
+training loss are also ranked against the mAP@.5 of the run at N steps (or at
+``--seed``): a short training is a proxy too, and its loss can be read without the
+validation pass.
 
 Trained results are cached per architecture in ``--cache`` (JSON, keyed by the training
 settings, then by the compact architecture string) right after each training, so an
@@ -27,6 +31,7 @@ Usage::
     python bench/proxy_ranking.py --steps 800 --shard 0/2 &   # two 1-thread processes share the
     python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file); each ranks its own
     python bench/proxy_ranking.py --steps 800 --cached-only   # half, so rank all 32 once both are done
+    python bench/proxy_ranking.py --steps 100 --n-val 512 --versus-steps 400 --cached-only  # 100 steps as the proxy
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -60,6 +65,7 @@ from search_spaces import InputError, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
 
 TARGET = "map50"
+LOSS = "train_loss"  # train_proxy's mean loss over its last 10 steps
 DEFAULT_CACHE = ROOT / "bench" / "results" / "proxy_ranking_cache.json"
 
 
@@ -264,20 +270,29 @@ def print_agreement(args: argparse.Namespace, space, archs, cache: dict, key: st
     architectures both trained: with ``--train-seed`` other than ``--seed``, the ``--seed``
     run (how well the ground truth repeats; it bounds what any proxy can reach against
     one training run); with ``--versus-steps N``, the run at N steps (how much the
-    ground truth depends on the training budget)."""
+    ground truth depends on the training budget, or how well a short training ranks).
+    This run's final training loss is ranked the same way, and the training seconds
+    the cache holds for this run are summed up."""
     others = []
     if train_seed(args) != args.seed:
         others.append((f"train seed {train_seed(args)} vs {args.seed}", key.rsplit(" train_seed=", 1)[0]))
     if args.versus_steps is not None:
         others.append((f"{args.steps} steps vs {args.versus_steps}",
                        settings_key(argparse.Namespace(**{**vars(args), "steps": args.versus_steps}))))
-    names = [space.to_string(a) for _, a in archs]
+    names, this = [space.to_string(a) for _, a in archs], cache.get(key, {})
     for label, other_key in others:
-        base, this = cache.get(other_key, {}), cache.get(key, {})
-        pairs = [(base[n][TARGET], this[n][TARGET]) for n in names
-                 if TARGET in base.get(n, {}) and TARGET in this.get(n, {})]
-        rho, tau, n = rank_correlation(*zip(*pairs)) if pairs else (float("nan"), float("nan"), 0)
-        print(f"\ntrained {TARGET}, {label}: spearman {rho:.3f}, kendall {tau:.3f}, n {n}")
+        base = cache.get(other_key, {})
+        print()
+        # This run's mAP, then its training loss (negated: lower is better), against the other run's mAP.
+        for score, sign, what in ((TARGET, 1.0, f"trained {TARGET}"), (LOSS, -1.0, f"{LOSS} (lower ranks higher)")):
+            pairs = [(base[n][TARGET], sign * this[n][score]) for n in names
+                     if TARGET in base.get(n, {}) and score in this.get(n, {})]
+            rho, tau, n = rank_correlation(*zip(*pairs)) if pairs else (float("nan"), float("nan"), 0)
+            print(f"{what}, {label}: spearman {rho:.3f}, kendall {tau:.3f}, n {n}")
+    seconds = [this[n]["train_seconds"] for n in names if "train_seconds" in this.get(n, {})]
+    if others and seconds:  # what the loss costs without the validation pass, as recorded when trained
+        print(f"training alone, this run's settings: median {np.median(seconds):.1f} s, {min(seconds):.1f}-"
+              f"{max(seconds):.1f} s per network (n {len(seconds)}; as cached, with whatever ran beside it)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,8 @@
 """Built-in evaluators: table latency, params/FLOPs, measured latency, short training."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from search_spaces import Architecture, SearchSpace
@@ -84,7 +86,12 @@ class MeasuredLatency(Evaluator):
 class TrainProxy(Evaluator):
     """Short training from scratch, then mAP on the validation split.
 
-    Returns ``map``, ``map50``, ``train_loss`` and ``train_seconds``.
+    Returns ``map``, ``map50``, ``train_loss`` (the mean loss of the last 10 steps),
+    ``loss_score`` and ``train_seconds``. ``loss_score`` is ``exp(-train_loss)``: in (0,
+    1], bigger when the network trained faster, so it can stand as an objective's
+    ``accuracy`` (which must be >= 0 and maximised). After a short training the loss ranks
+    networks by their mAP at a longer budget at least as well as the short training's
+    own mAP (BENCHMARKS.md, "Short training as the proxy: its loss").
     """
 
     cost = "train"
@@ -105,4 +112,5 @@ class TrainProxy(Evaluator):
         result = train(model, train_data, self.cfg)
         metrics = evaluate(model, val_data)
         self.last_model = model  # the engine saves the best candidate's weights from here
-        return {**metrics, "train_loss": result.final_loss, "train_seconds": result.seconds, "train_steps": float(result.steps)}
+        return {**metrics, "train_loss": result.final_loss, "loss_score": math.exp(-result.final_loss),
+                "train_seconds": result.seconds, "train_steps": float(result.steps)}

@@ -455,3 +455,25 @@ def test_proxy_ranking_refuses_a_fine_tuning_it_cannot_do(argv, message, capsys,
     with pytest.raises(SystemExit) as exc:
         bench_script("proxy_ranking").parse_args(argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_proxy_ranking_ranks_a_short_trainings_loss_too(capsys, bench_script):
+    """With --versus-steps, the short run's mAP and its training loss (lower ranks higher)
+    are each ranked against the longer run's mAP, over the networks both runs have; a
+    network whose short training failed (no loss) is left out of the loss line only. The
+    cached training seconds are summed up: what the loss costs without validation."""
+    import types
+
+    bench = bench_script("proxy_ranking")
+    args = bench.parse_args(["--steps", "100", "--versus-steps", "400"])
+    key, longer = bench.settings_key(args), bench.settings_key(bench.parse_args(["--steps", "400"]))
+    cache = {longer: {"a": {"map50": 0.1}, "b": {"map50": 0.2}, "c": {"map50": 0.3}, "d": {"map50": 0.4}},
+             key: {"a": {"map50": 0.02, "train_loss": 1.4, "train_seconds": 4.0},
+                   "b": {"map50": 0.04, "train_loss": 1.3, "train_seconds": 6.0},
+                   "c": {"map50": 0.03, "train_loss": 1.2, "train_seconds": 9.0}, "d": {"map50": 0.01}}}
+    identity = types.SimpleNamespace(to_string=lambda arch: arch)
+    bench.print_agreement(args, identity, [(n, n) for n in "abcd"], cache, key)
+    printed = capsys.readouterr().out
+    assert "trained map50, 100 steps vs 400: spearman -0.400, kendall -0.333, n 4" in printed
+    assert "train_loss (lower ranks higher), 100 steps vs 400: spearman 1.000, kendall 1.000, n 3" in printed
+    assert "median 6.0 s, 4.0-9.0 s per network (n 3;" in printed

@@ -58,6 +58,7 @@ def test_builtin_evaluators(data):
     assert measured["measured_latency_ms"] > 0
     proxy = get_evaluator("train_proxy", steps=3, batch_size=4, data={"n_train": 16, "n_val": 8})(ARCH, SPACE)
     assert all(math.isfinite(v) for v in proxy.values()) and {"map", "map50", "train_loss"} <= set(proxy)
+    assert 0 < proxy["loss_score"] <= 1 and proxy["loss_score"] == pytest.approx(math.exp(-proxy["train_loss"]))
 
 
 def test_class_mismatch_and_unknown_evaluator_are_input_errors():
