@@ -15,6 +15,9 @@ from nas.cli import arg, comma_list, command
 @arg("--batch-size", type=int, default=16)
 @arg("--seed", type=int, default=0)
 @arg("--lr", type=float, default=4e-3, help="peak AdamW learning rate (warm-up, then cosine decay to 0)")
+@arg("--weight-decay", type=float, default=0.05,
+     help="AdamW's decoupled weight decay (0: none); it also shrinks the channels and kernel taps a step's "
+          "path leaves unused")
 @arg("--save-every", type=int, default=100)
 @arg("--sampling", choices=("uniform", "sandwich", "distill"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
@@ -49,7 +52,7 @@ def train(args):
                          time_budget_s=args.time_budget, save_every=args.save_every, sampling=args.sampling,
                          split=tuple(comma_list(args.split, "--split", allow_empty=True)),
                          separate=tuple(comma_list(args.separate, "--separate", allow_empty=True)),
-                         init_from=args.init_from, lr=args.lr)
+                         init_from=args.init_from, lr=args.lr, weight_decay=args.weight_decay)
     params = sum(p.numel() for p in run.supernet.parameters())
     tail = run.losses[-20:]
     loss = f", loss {sum(tail) / len(tail):.3f} (last {len(tail)} steps)" if tail else ""
