@@ -47,6 +47,19 @@ class RunnerConfig:
     max_failures: int = 1                               # ray: retries of a trial whose worker died
 
 
+def _number(value, kinds=(int, float)) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+# What Ray accepts for the runner's numbers; 0 concurrent trials would mean "no limit" to
+# Ray Tune and an error deep inside its limiter here, so it is refused up front.
+RUNNER_CHECKS = {
+    "max_concurrent": (lambda v: _number(v, int) and v >= 1, "a whole number >= 1"),
+    "cpus_per_trial": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "max_failures": (lambda v: _number(v, int) and v >= 0, "a whole number >= 0 (0: no retries)"),
+}
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     space: SpaceConfig = field(default_factory=SpaceConfig)
@@ -112,6 +125,10 @@ def config_from_dict(data: dict, where: str = "config") -> SearchConfig:
     cfg = _build(SearchConfig, data, where)
     if not isinstance(cfg.budget, int) or cfg.budget < 1:
         raise ConfigError(f"{where}: field 'budget' must be a positive integer, got {cfg.budget!r}")
+    for name, (ok, wanted) in RUNNER_CHECKS.items():
+        value = getattr(cfg.runner, name)
+        if not ok(value):
+            raise ConfigError(f"{where}: field 'runner.{name}' must be {wanted}, got {value!r}")
     try:
         cfg.make_objective()
     except ConfigError as exc:

@@ -138,6 +138,10 @@ def test_existing_run_folder_is_not_overwritten(tmp_path):
     ({"objective": {"mode": "constrained"}}, "target_ms"),
     ({"evaluators": []}, "non-empty list"),
     ({"bogus": 1}, "unknown field(s) ['bogus']"),
+    ({"runner": {"max_concurrent": 0}}, "field 'runner.max_concurrent' must be a whole number >= 1, got 0"),
+    ({"runner": {"max_concurrent": True}}, "field 'runner.max_concurrent'"),
+    ({"runner": {"cpus_per_trial": "2"}}, "field 'runner.cpus_per_trial' must be a number > 0, got '2'"),
+    ({"runner": {"max_failures": -1}}, "field 'runner.max_failures' must be a whole number >= 0"),
 ])
 def test_config_errors_name_the_field(data, message):
     with pytest.raises(ConfigError) as err:

@@ -75,9 +75,15 @@ def _number_list(text: str | None, flag: str, kind=float) -> list | None:
 @arg("--resume", default=None, metavar="SWEEP", help="continue an interrupted sweep")
 @arg("--no-progress", action="store_true")
 def sweep(args):
-    from nas.config import apply_overrides, read_yaml
+    from nas.config import RUNNER_CHECKS, apply_overrides, read_yaml
     from nas.sweep import Sweep, format_rows, grid
 
+    # Checked first: a bad runner flag must not leave a new sweep folder behind.
+    for flag, value, field in (("--max-concurrent", args.max_concurrent, "max_concurrent"),
+                               ("--cpus-per-trial", args.cpus_per_trial, "cpus_per_trial")):
+        ok, wanted = RUNNER_CHECKS[field]
+        if value is not None and not ok(value):
+            raise UsageError(f"{flag} must be {wanted}, got {value}")
     if args.resume:
         if args.config or args.strategy or args.budget or args.targets or args.seeds or args.out:
             raise UsageError("--resume takes everything from the sweep folder; only the runner flags may be given")
@@ -95,8 +101,8 @@ def sweep(args):
                                               _number_list(args.seeds, "--seeds", int)))
     runner = dict(sw.base.get("runner") or {})
     rows = sw.run(args.runner or runner.get("name", "local"), address=args.ray_address or runner.get("address"),
-                  max_concurrent=args.max_concurrent or runner.get("max_concurrent", 2),
-                  cpus_per_trial=args.cpus_per_trial or runner.get("cpus_per_trial", 1.0),
+                  max_concurrent=runner.get("max_concurrent", 2) if args.max_concurrent is None else args.max_concurrent,
+                  cpus_per_trial=runner.get("cpus_per_trial", 1.0) if args.cpus_per_trial is None else args.cpus_per_trial,
                   max_failures=runner.get("max_failures", 1), progress=not args.no_progress)
     print("\n" + format_rows(rows))
     print(f"\nsweep folder: {sw.out}   summary: {sw.out / 'sweep.md'}")
