@@ -32,6 +32,7 @@ Usage::
     python bench/proxy_ranking.py --steps 800 --shard 1/2     # trainings (and the cache file); each ranks its own
     python bench/proxy_ranking.py --steps 800 --cached-only   # half, so rank all 32 once both are done
     python bench/proxy_ranking.py --steps 100 --n-val 512 --versus-steps 400 --cached-only  # 100 steps as the proxy
+    python bench/proxy_ranking.py --n-val 512 --hold-neck-head   # the same backbones, one neck and head
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -61,6 +62,7 @@ from scipy import stats  # noqa: E402
 from evaluators.base import get_evaluator  # noqa: E402
 from evaluators.trainer import TrainingFailure  # noqa: E402
 from evaluators.zero_cost import PROXIES, ProxyError  # noqa: E402
+from nas.strategies.darts import DEFAULT_FIXED as HELD_NECK_HEAD  # noqa: E402
 from search_spaces import InputError, get_space  # noqa: E402
 from search_spaces.files import write_text_atomic  # noqa: E402
 
@@ -96,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supernet-finetune-steps", type=int, default=0, metavar="N",
                    help="the supernet evaluator's finetune_steps: train each inherited network alone for N steps "
                         "before scoring it (default 0)")
+    p.add_argument("--hold-neck-head", action="store_true",
+                   help="give every network (references too) the neck and head DARTS holds (DEFAULT_FIXED in "
+                        "nas/strategies/darts.py), so that only the backbones differ; the cache is keyed by the "
+                        "network, so these are trained as networks of their own")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     args = p.parse_args(argv)
@@ -119,14 +125,19 @@ def shard(text: str) -> tuple[int, int]:
     return int(k), int(n)
 
 
-def architectures(space, n: int, seed: int) -> list[tuple[str, object]]:
-    """The space's reference architectures, then ``n`` distinct random ones not among them."""
-    references = list(space.reference_architectures().items())
+def architectures(space, n: int, seed: int, hold: dict | None = None) -> list[tuple[str, object]]:
+    """The space's reference architectures, then ``n`` distinct random ones not among them.
+    ``hold`` (decision: value) overrides those decisions in every one, references too; the
+    random draws are the same, so ``random_00`` keeps its backbone with or without it."""
+    def held(arch):
+        return space.canonicalize(arch.replace(**hold)) if hold else arch
+
+    references = [(name, held(a)) for name, a in space.reference_architectures().items()]
     seen = {space.to_string(a) for _, a in references}
     rng = random.Random(seed)
     randoms = []
     while len(randoms) < n:
-        arch = space.sample(rng)
+        arch = held(space.sample(rng))
         if space.to_string(arch) not in seen:  # a repeat is near impossible here, but would skew the ranks
             seen.add(space.to_string(arch))
             randoms.append((f"random_{len(randoms):02d}", arch))
@@ -326,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
     cache, key = load_cache(args.cache), settings_key(args)
     print(f"cache {args.cache} [{key}]", flush=True)
 
-    archs = architectures(space, args.n, args.seed)
+    archs = architectures(space, args.n, args.seed, HELD_NECK_HEAD if args.hold_neck_head else None)
     rows, supernet_seconds = [], []
     k, n_shards = args.shard
     for i, (name, arch) in enumerate(archs, 1):

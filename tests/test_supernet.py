@@ -477,3 +477,17 @@ def test_proxy_ranking_ranks_a_short_trainings_loss_too(capsys, bench_script):
     assert "trained map50, 100 steps vs 400: spearman -0.400, kendall -0.333, n 4" in printed
     assert "train_loss (lower ranks higher), 100 steps vs 400: spearman 1.000, kendall 1.000, n 3" in printed
     assert "median 6.0 s, 4.0-9.0 s per network (n 3;" in printed
+
+
+def test_proxy_ranking_can_hold_the_neck_and_head(bench_script):
+    """--hold-neck-head: every network gets DARTS's held neck and head, and the random
+    draws stay the same, so each random network keeps its backbone."""
+    bench = bench_script("proxy_ranking")
+    space = get_space("cpu_detector", input_size=128)
+    free, held = bench.architectures(space, 4, 0), bench.architectures(space, 4, 0, bench.HELD_NECK_HEAD)
+    assert [n for n, _ in free] == [n for n, _ in held]
+    for (_, a), (_, b) in zip(free, held):
+        assert all(b.sample[k] == v for k, v in bench.HELD_NECK_HEAD.items())
+        assert {k: v for k, v in a.sample.items() if k not in bench.HELD_NECK_HEAD} == \
+               {k: v for k, v in b.sample.items() if k not in bench.HELD_NECK_HEAD}
+    assert bench.parse_args(["--hold-neck-head"]).hold_neck_head and not bench.parse_args([]).hold_neck_head
