@@ -7,6 +7,9 @@ A decision the proxy favours and training does not (session 10: neck and head de
 for the fully shared supernets) is where its weight sharing misleads it.
 
     python bench/proxy_marginals.py bench/results/proxy_ranking_supernet_sandwich.txt
+
+The networks behind the output's row names are rebuilt from the command line the output
+starts with.
 """
 from __future__ import annotations
 
@@ -29,17 +32,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("output", type=Path, help="a bench/proxy_ranking.py output file")
     p.add_argument("--score", default="supernet_map50", help="the proxy's column")
-    p.add_argument("--n", type=int, default=24, help="random networks the output was run with (its --n)")
-    p.add_argument("--seed", type=int, default=0, help="its --seed")
-    p.add_argument("--input-size", type=int, default=128, help="its --input-size")
     args = p.parse_args(argv)
-    space = get_space("cpu_detector", input_size=args.input_size)
-    archs = dict(proxy_ranking.architectures(space, args.n, args.seed))
+    print(f"$ python bench/proxy_marginals.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     try:
+        # The output's own command line says which networks its rows are (--n, --seed,
+        # --input-size, --hold-neck-head), so a row name is never read as another network.
+        run = proxy_ranking.recorded_args(args.output)
         table = proxy_ranking.read_architectures(args.output, args.score)
     except InputError as exc:  # not a proxy_ranking.py output, or no such column: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    space = get_space("cpu_detector", input_size=run.input_size)
+    archs = dict(proxy_ranking.run_architectures(space, run))
     rows = [(archs[row['name']].sample, row[proxy_ranking.TARGET], row[args.score]) for row in table]
 
     def blocks(s):

@@ -85,7 +85,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="initial weights and training only (default: --seed); another value with the same --seed "
                         "re-trains the same architectures, which measures how well the trained mAP repeats")
     p.add_argument("--versus-steps", type=int, default=None, metavar="N",
-                   help="also print how well the trained mAP ranks like the one at N steps (from the cache)")
+                   help="also print how well the trained mAP, and the final training loss, rank like the mAP at "
+                        "N steps (from the cache)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"trained-result cache (default {DEFAULT_CACHE.relative_to(ROOT)})")
     p.add_argument("--supernet", metavar="CKPT", help="also score with the supernet evaluator from this checkpoint")
@@ -241,6 +242,28 @@ def print_architectures(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(f"{c:>14}" if i else f"{c:<22}" for i, c in enumerate(cells)))
 
 
+def recorded_args(path: Path) -> argparse.Namespace:
+    """The options an earlier run was given, parsed from the command line its output
+    starts with (``$ python bench/proxy_ranking.py ...``, as :func:`main` prints it), so
+    that its row names can be turned back into the same networks (``--n``, ``--seed``,
+    ``--input-size``, ``--hold-neck-head``). InputError if the first line is not such a
+    command or its options no longer parse."""
+    first = path.read_text(encoding="utf-8").partition("\n")[0]
+    words = shlex.split(first[2:]) if first.startswith("$ ") else []
+    script = next((i for i, w in enumerate(words) if w.endswith("proxy_ranking.py")), None)
+    if script is None:
+        raise InputError(f"{path}: the first line is not the '$ ... proxy_ranking.py ...' command of a run")
+    try:
+        return parse_args(words[script + 1:])
+    except SystemExit:  # argparse printed why
+        raise InputError(f"{path}: its recorded command's options do not parse (above)") from None
+
+
+def run_architectures(space, args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The (name, architecture) list a run with ``args`` ranks."""
+    return architectures(space, args.n, args.seed, HELD_NECK_HEAD if args.hold_neck_head else None)
+
+
 def read_architectures(path: Path, column: str) -> list[dict]:
     """The per-network table an earlier run printed (:func:`print_architectures`), read
     back from its saved output: ``{"name", TARGET, column}`` per row where both values
@@ -256,7 +279,7 @@ def read_architectures(path: Path, column: str) -> list[dict]:
     rows = []
     for line in lines[start + 1:]:
         parts = line.split()
-        if not parts:
+        if len(parts) != len(header):  # the table ends at a blank line (older outputs: at the next table)
             break
         row = dict(zip(header, parts))
         if row[TARGET] != "-" and row[column] != "-":
@@ -282,8 +305,8 @@ def print_agreement(args: argparse.Namespace, space, archs, cache: dict, key: st
     run (how well the ground truth repeats; it bounds what any proxy can reach against
     one training run); with ``--versus-steps N``, the run at N steps (how much the
     ground truth depends on the training budget, or how well a short training ranks).
-    This run's final training loss is ranked the same way, and the training seconds
-    the cache holds for this run are summed up."""
+    This run's final training loss is ranked the same way, and the median and range of
+    the training seconds the cache holds for this run are printed."""
     others = []
     if train_seed(args) != args.seed:
         others.append((f"train seed {train_seed(args)} vs {args.seed}", key.rsplit(" train_seed=", 1)[0]))
@@ -337,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
     cache, key = load_cache(args.cache), settings_key(args)
     print(f"cache {args.cache} [{key}]", flush=True)
 
-    archs = architectures(space, args.n, args.seed, HELD_NECK_HEAD if args.hold_neck_head else None)
+    archs = run_architectures(space, args)
     rows, supernet_seconds = [], []
     k, n_shards = args.shard
     for i, (name, arch) in enumerate(archs, 1):

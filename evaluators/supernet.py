@@ -689,8 +689,8 @@ def train_supernet(space: SearchSpace, data_cfg: DataConfig, steps: int, batch_s
         raise InputError(f"steps, batch_size and save_every must be >= 1, got {steps}, {batch_size}, {save_every}")
     if not lr > 0:
         raise InputError(f"the learning rate must be > 0, got {lr}")
-    if not weight_decay >= 0:
-        raise InputError(f"the weight decay must be >= 0 (0: none), got {weight_decay}")
+    if not 0 <= weight_decay < math.inf:
+        raise InputError(f"the weight decay (--weight-decay) must be a number >= 0 (0: none), got {weight_decay}")
     separate = checked_separate(separate)
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, seed=seed)

@@ -7,6 +7,7 @@ reproduced from its own folder. Unknown fields are errors that name the file and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _number(value, kinds=(int, float)) -> bool:
 # Ray Tune and an error deep inside its limiter here, so it is refused up front.
 RUNNER_CHECKS = {
     "max_concurrent": (lambda v: _number(v, int) and v >= 1, "a whole number >= 1"),
-    "cpus_per_trial": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "cpus_per_trial": (lambda v: _number(v) and 0 < v < math.inf, "a number > 0"),
     "max_failures": (lambda v: _number(v, int) and v >= 0, "a whole number >= 0 (0: no retries)"),
 }
 

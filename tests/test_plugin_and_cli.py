@@ -127,7 +127,8 @@ def test_diverged_training_is_reported_without_traceback(monkeypatch, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--lr", "0"], "learning rate must be > 0, got 0.0"),
-    (["--weight-decay", "-0.1"], "weight decay must be >= 0 (0: none), got -0.1"),
+    (["--weight-decay", "-0.1"], "weight decay (--weight-decay) must be a number >= 0 (0: none), got -0.1"),
+    (["--weight-decay", "inf"], "must be a number >= 0 (0: none), got inf"),
     (["--init-from", "no_such.pt"], "no_such.pt does not exist"),
     (["--separate", "act,colour"], "(--separate): ['colour'] are not op parameters"),
 ])

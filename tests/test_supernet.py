@@ -2,6 +2,7 @@
 and the ``supernet`` evaluator, on a 64 px, 3-class space and a tiny generated dataset."""
 import math
 import random
+import re
 
 import numpy as np
 import pytest
@@ -461,7 +462,8 @@ def test_proxy_ranking_ranks_a_short_trainings_loss_too(capsys, bench_script):
     """With --versus-steps, the short run's mAP and its training loss (lower ranks higher)
     are each ranked against the longer run's mAP, over the networks both runs have; a
     network whose short training failed (no loss) is left out of the loss line only. The
-    cached training seconds are summed up: what the loss costs without validation."""
+    cached training seconds are given as median and range: what the loss costs without
+    validation."""
     import types
 
     bench = bench_script("proxy_ranking")
@@ -491,3 +493,28 @@ def test_proxy_ranking_can_hold_the_neck_and_head(bench_script):
         assert {k: v for k, v in a.sample.items() if k not in bench.HELD_NECK_HEAD} == \
                {k: v for k, v in b.sample.items() if k not in bench.HELD_NECK_HEAD}
     assert bench.parse_args(["--hold-neck-head"]).hold_neck_head and not bench.parse_args([]).hold_neck_head
+
+
+def test_proxy_marginals_rebuilds_the_networks_an_output_ranked(tmp_path, capsys, bench_script):
+    """The row names of a --hold-neck-head output are held networks: proxy_marginals reads
+    the output's command line, so every neck/head decision is constant there (no
+    correlation), where the same names without the hold would be the free networks.
+    An output without its command line is refused (exit 2), not read as another run's."""
+    bench = bench_script("proxy_ranking")
+    rows = [("mobilenetv2_like_w0.5", 0.10, 0.05), ("pp_lcnet_like_w0.5", 0.06, 0.04),
+            ("random_00", 0.08, 0.07), ("random_01", 0.09, 0.06)]
+    table = "arch map50 supernet_map50\n" + "".join(f"{n} {t} {s}\n" for n, t, s in rows) + "\n"
+    held = tmp_path / "held.txt"
+    held.write_text("$ python bench/proxy_ranking.py --n 2 --hold-neck-head --cached-only\n" + table)
+    assert bench.recorded_args(held).hold_neck_head and bench.recorded_args(held).n == 2
+    assert bench_script("proxy_marginals").main([str(held)]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^head\.depth\s+nan\s+nan$", printed, re.M)   # held: one value for every network
+    free = tmp_path / "free.txt"
+    free.write_text("$ python bench/proxy_ranking.py --n 2 --cached-only\n" + table)
+    assert bench_script("proxy_marginals").main([str(free)]) == 0
+    assert not re.search(r"^head\.depth\s+nan", capsys.readouterr().out, re.M)
+    bare = tmp_path / "bare.txt"
+    bare.write_text(table)
+    assert bench_script("proxy_marginals").main([str(bare)]) == 2
+    assert "is not the '$ ... proxy_ranking.py ...' command" in capsys.readouterr().err

@@ -78,6 +78,7 @@ def test_failed_variant_is_reported_and_does_not_stop_the_others(tmp_path, monke
     (["sweep", "--resume", "nowhere"], "not a sweep folder"),
     (["sweep", "--targets", "2", "--out", "X", "--max-concurrent", "0"], "--max-concurrent must be a whole number >= 1"),
     (["sweep", "--targets", "2", "--out", "X", "--cpus-per-trial", "0"], "--cpus-per-trial must be a number > 0"),
+    (["sweep", "--targets", "2", "--out", "X", "--cpus-per-trial", "inf"], "--cpus-per-trial must be a number > 0"),
 ])
 def test_sweep_usage_errors_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

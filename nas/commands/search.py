@@ -75,7 +75,9 @@ def _number_list(text: str | None, flag: str, kind=float) -> list | None:
 @arg("--resume", default=None, metavar="SWEEP", help="continue an interrupted sweep")
 @arg("--no-progress", action="store_true")
 def sweep(args):
-    from nas.config import RUNNER_CHECKS, apply_overrides, read_yaml
+    from dataclasses import asdict
+
+    from nas.config import RUNNER_CHECKS, RunnerConfig, apply_overrides, read_yaml
     from nas.sweep import Sweep, format_rows, grid
 
     # Checked first: a bad runner flag must not leave a new sweep folder behind.
@@ -99,11 +101,11 @@ def sweep(args):
         # (e.g. more --seeds); one of another config is refused.
         sw = Sweep.open(args.out, base, grid(_number_list(args.targets, "--targets"),
                                               _number_list(args.seeds, "--seeds", int)))
-    runner = dict(sw.base.get("runner") or {})
-    rows = sw.run(args.runner or runner.get("name", "local"), address=args.ray_address or runner.get("address"),
-                  max_concurrent=runner.get("max_concurrent", 2) if args.max_concurrent is None else args.max_concurrent,
-                  cpus_per_trial=runner.get("cpus_per_trial", 1.0) if args.cpus_per_trial is None else args.cpus_per_trial,
-                  max_failures=runner.get("max_failures", 1), progress=not args.no_progress)
+    runner = {**asdict(RunnerConfig()), **(sw.base.get("runner") or {})}  # the config's, over the defaults
+    rows = sw.run(args.runner or runner["name"], address=args.ray_address or runner["address"],
+                  max_concurrent=runner["max_concurrent"] if args.max_concurrent is None else args.max_concurrent,
+                  cpus_per_trial=runner["cpus_per_trial"] if args.cpus_per_trial is None else args.cpus_per_trial,
+                  max_failures=runner["max_failures"], progress=not args.no_progress)
     print("\n" + format_rows(rows))
     print(f"\nsweep folder: {sw.out}   summary: {sw.out / 'sweep.md'}")
     failed = [r["variant"] for r in rows if str(r.get("status", "")).startswith("failed")]

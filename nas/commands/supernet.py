@@ -17,7 +17,7 @@ from nas.cli import arg, comma_list, command
 @arg("--lr", type=float, default=4e-3, help="peak AdamW learning rate (warm-up, then cosine decay to 0)")
 @arg("--weight-decay", type=float, default=0.05,
      help="AdamW's decoupled weight decay (0: none); it also shrinks the channels and kernel taps a step's "
-          "path leaves unused (0 ranked worse here, see BENCHMARKS.md)")
+          "path leaves unused (0 ranked worse in one run here, see BENCHMARKS.md)")
 @arg("--save-every", type=int, default=100)
 @arg("--sampling", choices=("uniform", "sandwich", "distill"), default="uniform",
      help="paths per step: one uniformly sampled (SPOS), or that one plus its largest and smallest versions "
