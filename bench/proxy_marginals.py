@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from scipy.stats import spearmanr
@@ -60,7 +61,10 @@ def main(argv=None) -> int:
     print(f"{'decision':<16} {'trained':>8} {args.score:>16}")
     for name, f in features.items():
         x = [f(s) for s, _, _ in rows]
-        print(f"{name:<16} {spearmanr(x, trained)[0]:>8.2f} {spearmanr(x, scores)[0]:>16.2f}")
+        with warnings.catch_warnings():  # a decision held for every network is constant: nan, said once
+            warnings.simplefilter("ignore")
+            cells = f"{spearmanr(x, trained)[0]:>8.2f} {spearmanr(x, scores)[0]:>16.2f}"
+        print(f"{name:<16} {cells}" + ("   (the same in every network)" if len(set(x)) == 1 else ""))
     print(f"{'overall':<16} {'':>8} {spearmanr(trained, scores)[0]:>16.3f}")
     return 0
 

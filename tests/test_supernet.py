@@ -509,7 +509,7 @@ def test_proxy_marginals_rebuilds_the_networks_an_output_ranked(tmp_path, capsys
     assert bench.recorded_args(held).hold_neck_head and bench.recorded_args(held).n == 2
     assert bench_script("proxy_marginals").main([str(held)]) == 0
     printed = capsys.readouterr().out
-    assert re.search(r"^head\.depth\s+nan\s+nan$", printed, re.M)   # held: one value for every network
+    assert re.search(r"^head\.depth\s+nan\s+nan   \(the same in every network\)$", printed, re.M)  # held
     free = tmp_path / "free.txt"
     free.write_text("$ python bench/proxy_ranking.py --n 2 --cached-only\n" + table)
     assert bench_script("proxy_marginals").main([str(free)]) == 0
