@@ -287,6 +287,9 @@ class Supernet(nn.Module):
 
     def __init__(self, space: SearchSpace, split: Sequence[str] = (), separate: Sequence[str] = ()):
         super().__init__()
+        # Over the whole space even for a narrowed one (cpu_detector's hold): its tensors
+        # and groups match a checkpoint of the whole space, and every held path is in it.
+        space = space.unrestricted()
         self.space = space
         decisions = space.decisions()
         if isinstance(split, str):
@@ -822,6 +825,13 @@ class SupernetScore(Evaluator):
     two sandwich seeds in opposite directions (0.082 to -0.001, 0.157 to 0.218), kept
     the head-depth bias, never reached params or FLOPs, and took a median of
     7.47-13.03 s per candidate against 4.98-6.10 s; hence off by default.
+
+    What it ranks (BENCHMARKS.md, session 19): with the neck and head held (the space's
+    ``hold``), supernets of the whole space ranked 32 backbones at 0.398-0.834 against
+    400-step training, five of six above params, FLOPs and NASWOT; with the neck and head
+    free, at -0.022-0.199, below them (it over-rates deep necks and heads). A held
+    space is scored by a supernet of the whole space (:meth:`Supernet` is built over
+    ``space.unrestricted()``).
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come

@@ -80,6 +80,12 @@ class SearchSpace(ABC):
         """Constructor settings that change the built model (input size, classes...)."""
         return {}
 
+    def unrestricted(self) -> "SearchSpace":
+        """The whole space this one's architectures are drawn from: itself, unless the
+        space narrows some decisions (``cpu_detector``'s ``hold``). A supernet is built
+        over the whole space, so it serves every narrowed one."""
+        return self
+
     def active_decisions(self, arch: Architecture) -> list[str]:
         """Decisions that change the network for this architecture (default: all)."""
         return list(self.decisions())

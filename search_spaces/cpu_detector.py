@@ -90,10 +90,17 @@ class CpuDetectorSpace(SearchSpace):
 
     The defaults (6 classes, 256x256, h-swish) match the built-in generated dataset and
     the committed latency tables.
+
+    ``hold`` (``{decision: value}``, e.g. the neck and head) narrows those decisions to
+    the one value, so every strategy searches the rest; the reference architectures get
+    the held values too. It builds no other network, so it is not among ``settings()``:
+    latency tables and supernets of the whole space serve a held one
+    (:meth:`unrestricted` is the whole space). Why: weight-sharing supernets rank
+    backbones under one neck and head, not necks and heads (BENCHMARKS.md, session 19).
     """
 
     def __init__(self, num_classes: int = 6, input_size: int = 256, block_kinds: tuple[str, ...] = DEFAULT_BLOCK_KINDS,
-                 fixed_act: str = FIXED_ACT):
+                 fixed_act: str = FIXED_ACT, hold: dict | None = None):
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if int(input_size) < 32 or int(input_size) % 32:
@@ -107,7 +114,8 @@ class CpuDetectorSpace(SearchSpace):
         self.input_size = int(input_size)
         self.block_kinds = tuple(block_kinds)
         self.fixed_act = fixed_act
-        self._decisions = self._make_decisions()
+        self.hold = dict(hold or {})
+        self._decisions = self._held(self._make_decisions(), self.hold)
         self._walk_names = self._make_walk_names()
 
     def settings(self):
@@ -116,7 +124,26 @@ class CpuDetectorSpace(SearchSpace):
         extra = {"fixed_act": self.fixed_act} if self.fixed_act != FIXED_ACT else {}
         return {"num_classes": self.num_classes, "input_size": self.input_size, **extra}
 
+    def unrestricted(self) -> "CpuDetectorSpace":
+        """This space without ``hold``: the whole space its networks are drawn from."""
+        if not self.hold:
+            return self
+        return CpuDetectorSpace(self.num_classes, self.input_size, self.block_kinds, self.fixed_act)
+
     # ----- decisions ---------------------------------------------------------------------
+    @staticmethod
+    def _held(decisions: dict[str, list], hold: dict) -> dict[str, list]:
+        """``decisions`` with each held one narrowed to its value; ValueError naming the
+        decision for one the space lacks or a value it does not offer."""
+        for name, value in hold.items():
+            if name not in decisions:
+                raise ValueError(f"hold: {name!r} is not a decision of cpu_detector "
+                                 f"(e.g. neck.channels, neck.depth, neck.kernel, neck.pan, head.depth, head.kernel)")
+            if not any(value == c and type(value) is type(c) for c in decisions[name]):
+                raise ValueError(f"hold: {name} = {value!r} is not one of its values {decisions[name]}")
+            decisions[name] = [value]
+        return decisions
+
     def _make_decisions(self) -> dict[str, list]:
         d: dict[str, list] = {}
         for st in STAGES:
@@ -382,7 +409,8 @@ class CpuDetectorSpace(SearchSpace):
         refs = {}
         for width in (0.5, 1.0):
             for name, spec in REFERENCES.items():
-                refs[f"{name}_w{width}"] = self.from_string(spec.format(w=width))
+                arch = self.unrestricted().from_string(spec.format(w=width))
+                refs[f"{name}_w{width}"] = self.canonicalize(arch.replace(**self.hold)) if self.hold else arch
         return refs
 
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 from .architecture import Architecture, ArchitectureError
 from .base import SearchSpace
+from .errors import InputError
 
 ENTRY_POINT_GROUP = "nas.search_spaces"
 _SPACES: dict[str, type[SearchSpace]] = {}
@@ -62,8 +63,16 @@ def get_space_class(name: str) -> type[SearchSpace]:
 
 
 def get_space(name: str, **settings) -> SearchSpace:
-    """Construct a registered space with its settings (e.g. ``input_size=320``)."""
-    return get_space_class(name)(**settings)
+    """Construct a registered space with its settings (e.g. ``input_size=320``).
+    A setting the space refuses or does not have raises :class:`InputError` naming the
+    space (a config's ``space.settings``), so the CLI reports it without a traceback."""
+    cls = get_space_class(name)
+    try:
+        return cls(**settings)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"space {name!r} settings: {exc}") from None
 
 
 def parse_architecture(text: str, space: SearchSpace | None = None, **settings) -> Architecture:

@@ -104,3 +104,37 @@ def test_space_conformance():
     from nas.testing.space_conformance import check_space
 
     check_space(get_space("cpu_detector", num_classes=2, input_size=64), n=10)
+
+
+HOLD = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
+
+
+def test_held_decisions_stay_put_and_build_no_other_network():
+    """``hold`` narrows decisions to one value: samples, mutations and the references all
+    carry it, a string with another value is refused naming the field, and the space's
+    settings (what tables and supernets are matched on) are the whole space's."""
+    held = get_space("cpu_detector", hold=HOLD)
+    rng = random.Random(0)
+    archs = [held.sample(rng) for _ in range(20)]
+    archs += [held.mutate(a, rng) for a in archs]
+    archs += list(held.reference_architectures().values())
+    assert all(a.sample[k] == v for a in archs for k, v in HOLD.items())
+    assert len({held.to_string(a) for a in held.reference_architectures().values()}) == 8
+    assert len({held.to_string(a) for a in archs[:20]}) == 20  # the backbones still vary
+    assert held.settings() == SPACE.settings() and held.unrestricted().decisions() == SPACE.decisions()
+    assert SPACE.unrestricted() is SPACE
+    free = SPACE.from_string("cpu_detector|s1x1.0:dsconv_k3_hs|s2x1.0:dsconv_k3_hs|s3x1.0:dsconv_k3_hs|"
+                             "s4x1.0:dsconv_k3_hs|s5x1.0:dsconv_k3_hs|neck:c96_d2_k5|head:d1_k5")
+    with pytest.raises(ArchitectureError, match=r"field 'sample\.(neck|head)\.\w+' has value \d+ \(int\); allowed values: \[\d+\]"):
+        held.validate(free)
+
+
+@pytest.mark.parametrize("hold, message", [
+    ({"nek.depth": 1}, "'nek.depth' is not a decision of cpu_detector"),
+    ({"neck.depth": 5}, "neck.depth = 5 is not one of its values [0, 1, 2]"),
+    ({"neck.pan": 1}, "neck.pan = 1 is not one of its values [False, True]"),
+])
+def test_a_bad_hold_names_the_decision(hold, message):
+    with pytest.raises(ValueError) as err:
+        get_space("cpu_detector", hold=hold)
+    assert message in str(err.value)

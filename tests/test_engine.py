@@ -206,3 +206,22 @@ def test_strategy_from_a_config_import_is_checked_after_the_import(tmp_path, mon
     with pytest.raises(InputError, match="--budget is 2, but strategy 'capped_random' may propose up to 3"):
         Engine.resume(tmp_path / "run", progress=False, budget=2)
     assert (tmp_path / "run" / "config.yaml").read_text() == saved
+
+
+def test_a_search_with_the_neck_and_head_held_keeps_them(tmp_path):
+    """``space.settings.hold`` narrows the space for every strategy: each trial and the
+    evaluated references carry the held neck and head, and a resume rebuilds the same
+    held space from the run folder's config."""
+    from search_spaces import get_space
+
+    hold = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
+    cfg = config_from_dict({"space": {"name": "cpu_detector", "settings": {"input_size": 64, "hold": hold}},
+                            "strategy": {"name": "evolution"}, "budget": 4, "seed": 0,
+                            "references": ["pp_lcnet_like_w0.5"], "evaluators": ["params_flops"],
+                            "objective": {"mode": "accuracy", "accuracy": "flops"}})
+    Engine.new(cfg, tmp_path / "run", progress=False).run()
+    records = RunFolder(tmp_path / "run").read()
+    assert len(records) >= 5 and any(r.reference for r in records)
+    assert all(r.arch["sample"][k] == v for r in records for k, v in hold.items())
+    resumed = Engine.resume(tmp_path / "run", progress=False)
+    assert resumed.space.decisions() == get_space("cpu_detector", input_size=64, hold=hold).decisions()

@@ -518,3 +518,16 @@ def test_proxy_marginals_rebuilds_the_networks_an_output_ranked(tmp_path, capsys
     bare.write_text(table)
     assert bench_script("proxy_marginals").main([str(bare)]) == 2
     assert "is not the '$ ... proxy_ranking.py ...' command" in capsys.readouterr().err
+
+
+def test_a_supernet_of_the_whole_space_scores_a_held_one(space, tiny_data3, trained):
+    """A space with the neck and head held (``hold``) is scored by a supernet trained on
+    the whole space: the same path gets the same score under either space."""
+    data = {"source": tiny_data3.source, "n_train": 16, "n_val": 8}
+    arch = _trained_archs(space)[0]
+    macro = {k: v for k, v in arch.sample.items() if k.startswith(("neck.", "head."))}
+    held = get_space("cpu_detector", num_classes=3, input_size=64, hold=macro)
+    whole = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4)(arch, space)
+    ev = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4)
+    assert ev(held.from_sample(arch.sample), held) == whole
+    assert ev.prepare(held).space.decisions() == space.decisions()  # built over the whole space
