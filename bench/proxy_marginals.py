@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from scipy.stats import spearmanr
+from scipy.stats import ConstantInputWarning, spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     for name, f in features.items():
         x = [f(s) for s, _, _ in rows]
         with warnings.catch_warnings():  # a decision held for every network is constant: nan, said once
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore", ConstantInputWarning)
             cells = f"{spearmanr(x, trained)[0]:>8.2f} {spearmanr(x, scores)[0]:>16.2f}"
         print(f"{name:<16} {cells}" + ("   (the same in every network)" if len(set(x)) == 1 else ""))
     print(f"{'overall':<16} {'':>8} {spearmanr(trained, scores)[0]:>16.3f}")

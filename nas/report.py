@@ -116,7 +116,10 @@ def write_report(engine) -> Path:
     search = [r for r in engine.records if r.reference is None]
     counts = {s: sum(1 for r in search if r.status == s) for s in ("ok", "rejected", "failed", "duplicate")}
     lines = [f"# Search report: {folder.name}", "",
-             f"Space `{engine.space.name}` {json.dumps(engine.space.settings())}, strategy `{engine.cfg.strategy.name}`, "
+             # The config's settings over the space's: a setting that builds no other network
+             # (cpu_detector's hold) is not in settings() but changes what was searched.
+             f"Space `{engine.space.name}` {json.dumps({**engine.space.settings(), **engine.cfg.space.settings})}, "
+             f"strategy `{engine.cfg.strategy.name}`, "
              f"objective `{obj.mode}` on `{obj.accuracy}` / `{obj.latency}`"
              + (f", target {obj.target_ms} ms" if obj.target_ms else "") + f", seed {engine.cfg.seed}.", "",
              "Trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + f" (budget {engine.cfg.budget}).", ""]

@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
 from torch import nn
 
 from .architecture import Architecture, ArchitectureError
 from .base import OpSpec, SearchSpace
+from .errors import InputError
 from .ops import BLOCK_PARAMS, make_divisible, make_op
 from .registry import register_space
 
@@ -92,28 +93,34 @@ class CpuDetectorSpace(SearchSpace):
     the committed latency tables.
 
     ``hold`` (``{decision: value}``, e.g. the neck and head) narrows those decisions to
-    the one value, so every strategy searches the rest; the reference architectures get
-    the held values too. It builds no other network, so it is not among ``settings()``:
+    the one value, so every strategy searches the rest (DARTS: neck and head only); the
+    reference architectures get the held values too. It builds no other network, so it
+    is not among ``settings()``:
     latency tables and supernets of the whole space serve a held one
     (:meth:`unrestricted` is the whole space). Why: weight-sharing supernets rank
     backbones under one neck and head, not necks and heads (BENCHMARKS.md, session 19).
+    Hold decisions every network uses (the neck and head with ``neck.depth`` >= 1): an
+    unused held decision takes the held value where the whole space puts its default, so
+    the same network would get another architecture id there.
     """
 
     def __init__(self, num_classes: int = 6, input_size: int = 256, block_kinds: tuple[str, ...] = DEFAULT_BLOCK_KINDS,
                  fixed_act: str = FIXED_ACT, hold: dict | None = None):
         if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
         if int(input_size) < 32 or int(input_size) % 32:
-            raise ValueError(f"input_size must be a multiple of 32 and >= 32, got {input_size}")
+            raise InputError(f"input_size must be a multiple of 32 and >= 32, got {input_size}")
         unknown = [k for k in block_kinds if k not in BLOCK_PARAMS]
         if unknown:
-            raise ValueError(f"unknown block kind(s) {unknown}; registered: {sorted(BLOCK_PARAMS)}")
+            raise InputError(f"unknown block kind(s) {unknown}; registered: {sorted(BLOCK_PARAMS)}")
         if fixed_act not in ACTS:
-            raise ValueError(f"fixed_act must be one of {list(ACTS)}, got {fixed_act!r}")
+            raise InputError(f"fixed_act must be one of {list(ACTS)}, got {fixed_act!r}")
         self.num_classes = int(num_classes)
         self.input_size = int(input_size)
         self.block_kinds = tuple(block_kinds)
         self.fixed_act = fixed_act
+        if hold is not None and not isinstance(hold, Mapping):
+            raise InputError(f"hold: {hold!r} is not a mapping of decisions to values (e.g. {{neck.depth: 1}})")
         self.hold = dict(hold or {})
         self._decisions = self._held(self._make_decisions(), self.hold)
         self._walk_names = self._make_walk_names()
@@ -137,10 +144,11 @@ class CpuDetectorSpace(SearchSpace):
         decision for one the space lacks or a value it does not offer."""
         for name, value in hold.items():
             if name not in decisions:
-                raise ValueError(f"hold: {name!r} is not a decision of cpu_detector "
+                raise InputError(f"hold: {name!r} is not a decision of cpu_detector "
                                  f"(e.g. neck.channels, neck.depth, neck.kernel, neck.pan, head.depth, head.kernel)")
             if not any(value == c and type(value) is type(c) for c in decisions[name]):
-                raise ValueError(f"hold: {name} = {value!r} is not one of its values {decisions[name]}")
+                raise InputError(f"hold: {name} = {value!r} ({type(value).__name__}) is not one of its values "
+                                 f"{decisions[name]}")
             decisions[name] = [value]
         return decisions
 
@@ -272,6 +280,8 @@ class CpuDetectorSpace(SearchSpace):
         architectures that together cover each (position, choice) combination that changes
         an op key. Deterministic order. ``per_role``: an op that several roles can hold
         (``s3.b1`` and ``s3.b2`` alike) is listed once per role, as a supernet needs."""
+        if self.hold:  # the covering walk varies every decision: do it in the whole space (a superset)
+            return self.unrestricted().enumerate_ops(input_hw, per_role)
         seen: dict[tuple, OpSpec] = {}
         for arch in self._covering_architectures():
             for spec in self.ops(arch, input_hw):
@@ -406,10 +416,10 @@ class CpuDetectorSpace(SearchSpace):
     # ----- reference architectures ---------------------------------------------------------
     def reference_architectures(self) -> dict[str, Architecture]:
         """Hand-designed baselines at widths 0.5 and 1.0, e.g. ``mobilenetv2_like_w1.0``."""
-        refs = {}
+        refs, whole = {}, self.unrestricted()
         for width in (0.5, 1.0):
             for name, spec in REFERENCES.items():
-                arch = self.unrestricted().from_string(spec.format(w=width))
+                arch = whole.from_string(spec.format(w=width))
                 refs[f"{name}_w{width}"] = self.canonicalize(arch.replace(**self.hold)) if self.hold else arch
         return refs
 

@@ -9,6 +9,7 @@ A third-party package adds a space without touching this repository by declaring
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from .architecture import Architecture, ArchitectureError
@@ -64,14 +65,17 @@ def get_space_class(name: str) -> type[SearchSpace]:
 
 def get_space(name: str, **settings) -> SearchSpace:
     """Construct a registered space with its settings (e.g. ``input_size=320``).
-    A setting the space refuses or does not have raises :class:`InputError` naming the
-    space (a config's ``space.settings``), so the CLI reports it without a traceback."""
+    A setting the space does not have, or a value it refuses with :class:`InputError`,
+    raises InputError naming the space (a config's ``space.settings``), so the CLI reports
+    it without a traceback."""
     cls = get_space_class(name)
     try:
+        inspect.signature(cls).bind(**settings)
+    except TypeError as exc:  # a setting the space does not have
+        raise InputError(f"space {name!r} settings: {exc}; see its docstring for the settings it takes") from None
+    try:
         return cls(**settings)
-    except InputError:
-        raise
-    except (TypeError, ValueError) as exc:
+    except InputError as exc:  # a value the space refuses (a space's own check: other errors are bugs)
         raise InputError(f"space {name!r} settings: {exc}") from None
 
 

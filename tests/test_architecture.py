@@ -109,6 +109,14 @@ def test_space_conformance():
 HOLD = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
 
 
+def test_a_held_space_enumerates_the_whole_spaces_ops():
+    """Its op list (latency tables, supernet layouts) is the whole space's: walking the
+    held space itself would build architectures it refuses."""
+    held = get_space("cpu_detector", input_size=64, hold=HOLD)
+    whole = get_space("cpu_detector", input_size=64)
+    assert [s.key for s in held.enumerate_ops()] == [s.key for s in whole.enumerate_ops()]
+
+
 def test_held_decisions_stay_put_and_build_no_other_network():
     """``hold`` narrows decisions to one value: samples, mutations and the references all
     carry it, a string with another value is refused naming the field, and the space's
@@ -131,10 +139,21 @@ def test_held_decisions_stay_put_and_build_no_other_network():
 
 @pytest.mark.parametrize("hold, message", [
     ({"nek.depth": 1}, "'nek.depth' is not a decision of cpu_detector"),
-    ({"neck.depth": 5}, "neck.depth = 5 is not one of its values [0, 1, 2]"),
-    ({"neck.pan": 1}, "neck.pan = 1 is not one of its values [False, True]"),
+    ({"neck.depth": 5}, "neck.depth = 5 (int) is not one of its values [0, 1, 2]"),
+    ({"neck.pan": 1}, "neck.pan = 1 (int) is not one of its values [False, True]"),
+    ("neck.depth", "is not a mapping of decisions to values"),
 ])
-def test_a_bad_hold_names_the_decision(hold, message):
-    with pytest.raises(ValueError) as err:
+def test_a_bad_hold_names_the_decision(hold, message, tmp_path, capsys):
+    """An InputError naming the space and the decision; from a config, exit 2 without a
+    traceback and without a run folder."""
+    from search_spaces import InputError
+    from nas.cli import main
+
+    with pytest.raises(InputError) as err:
         get_space("cpu_detector", hold=hold)
-    assert message in str(err.value)
+    assert message in str(err.value) and "space 'cpu_detector' settings: hold" in str(err.value)
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps({"space": {"name": "cpu_detector", "settings": {"hold": hold}}}))
+    assert main(["search", "--config", str(config), "--budget", "1", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "run").exists()

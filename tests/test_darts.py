@@ -646,3 +646,21 @@ def test_darts_bench_grid_keeps_seed_0_names_and_judges_the_median(bench):
     assert bench.accuracy_verdict([float("nan")], evolution)[3] == "no DARTS result"
     assert bench.accuracy_verdict([0.03], [float("nan")])[3] == "no evolution run"
     assert bench.accuracy_verdict([0.043], [float("nan"), *evolution]) == (0.043, 0.030, 0.044, "within")
+
+
+def test_darts_holds_what_the_space_holds():
+    """A space whose ``hold`` narrows the neck or head: DARTS holds those values by
+    default (not DEFAULT_FIXED's), and a ``fixed`` that contradicts them, or a held
+    backbone decision, which DARTS cannot hold, is refused naming it."""
+    from search_spaces import InputError, get_space
+
+    held = get_space("cpu_detector", num_classes=3, input_size=64, hold={"neck.channels": 96, "head.depth": 1})
+    objective = Objective(mode="soft", target_ms=1.0)
+    strategy = DartsStrategy(held, objective, progress=False)
+    assert strategy.fixed == {**DEFAULT_FIXED, "neck.channels": 96, "head.depth": 1}
+    DartsStrategy.check_options(held, objective, {})
+    with pytest.raises(InputError, match="fixed.*neck.channels=64"):
+        DartsStrategy.check_options(held, objective, {"fixed": {"neck.channels": 64}})
+    backbone = get_space("cpu_detector", num_classes=3, input_size=64, hold={"s1.b0.kind": "ir"})
+    with pytest.raises(InputError, match=r"holds \['s1.b0.kind'\]; hold only neck/head decisions"):
+        DartsStrategy.check_options(backbone, objective, {})

@@ -214,7 +214,8 @@ def test_a_search_with_the_neck_and_head_held_keeps_them(tmp_path):
     held space from the run folder's config."""
     from search_spaces import get_space
 
-    hold = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
+    from nas.strategies.darts import DEFAULT_FIXED as hold
+
     cfg = config_from_dict({"space": {"name": "cpu_detector", "settings": {"input_size": 64, "hold": hold}},
                             "strategy": {"name": "evolution"}, "budget": 4, "seed": 0,
                             "references": ["pp_lcnet_like_w0.5"], "evaluators": ["params_flops"],
@@ -225,3 +226,4 @@ def test_a_search_with_the_neck_and_head_held_keeps_them(tmp_path):
     assert all(r.arch["sample"][k] == v for r in records for k, v in hold.items())
     resumed = Engine.resume(tmp_path / "run", progress=False)
     assert resumed.space.decisions() == get_space("cpu_detector", input_size=64, hold=hold).decisions()
+    assert '"hold": {"neck.channels": 64' in (tmp_path / "run" / "report.md").read_text()  # the report says so

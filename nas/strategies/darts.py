@@ -133,6 +133,15 @@ MACRO = ("neck.channels", "neck.depth", "neck.kernel", "neck.pan", "head.depth",
 DEFAULT_FIXED = {"neck.channels": 64, "neck.depth": 1, "neck.kernel": 3, "neck.pan": True, "head.depth": 2, "head.kernel": 3}
 
 
+def effective_fixed(space: SearchSpace, fixed: Mapping | None) -> dict:
+    """The neck/head decisions DARTS holds: ``fixed`` as given, or by default
+    :data:`DEFAULT_FIXED` with the space's own held values (its ``hold``) over it."""
+    if fixed is not None:
+        return dict(fixed)
+    decisions = space.decisions()
+    return {**DEFAULT_FIXED, **{m: decisions[m][0] for m in MACRO if len(decisions[m]) == 1}}
+
+
 def block_candidates(kinds) -> list[dict]:
     """Every (kind, params) combination of the given block kinds."""
     out = []
@@ -713,7 +722,7 @@ class DartsStrategy(Strategy):
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
                             measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
                             factorized=factorized, init_from=init_from)
-        self.fixed = dict(DEFAULT_FIXED if fixed is None else fixed)
+        self.fixed = effective_fixed(space, fixed)
         self.kinds = tuple(kinds or space.block_kinds)
         self.data_options = dict(data or {})
         self.table_path, self.checkpoint_path = table, checkpoint_path
@@ -756,10 +765,15 @@ class DartsStrategy(Strategy):
         if width not in ("auto", "search") and (not chosen or any(w not in widths for w in chosen)):
             raise InputError(f"darts option 'width': {width!r} is not one of the space's widths {list(widths)}, "
                              f"a list of them, 'auto' or 'search'")
+        whole = space.unrestricted().decisions()
+        held = [k for k in decisions if k not in MACRO and len(decisions[k]) < len(whole[k])]
+        if held:
+            raise InputError(f"strategy 'darts' searches every backbone decision, but the space holds {held}; "
+                             f"hold only neck/head decisions ({', '.join(MACRO)}) with darts")
         fixed = options.get("fixed")
         if fixed is not None and not isinstance(fixed, Mapping):
             raise InputError(f"darts option 'fixed': {fixed!r} is not a mapping of neck/head decisions to values")
-        for name, value in (fixed or {}).items():
+        for name, value in effective_fixed(space, fixed).items():
             if name not in MACRO or value not in decisions[name]:
                 raise InputError(f"darts option 'fixed': {name}={value!r} is not a neck/head decision of the space "
                                  f"with one of its values ({', '.join(f'{m}: {decisions[m]}' for m in MACRO)})")
