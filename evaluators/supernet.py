@@ -826,11 +826,11 @@ class SupernetScore(Evaluator):
     the head-depth bias, never reached params or FLOPs, and took a median of
     7.47-13.03 s per candidate against 4.98-6.10 s; hence off by default.
 
-    What it ranks (BENCHMARKS.md, session 19; one set of 32 networks, one ground-truth
-    seed): with the neck and head held (the space's ``hold``), six supernets of the whole
-    space ranked the backbones at 0.398 to 0.834 against 400-step training, five of them
-    above params and FLOPs; with the neck and head free, at -0.022 to 0.199, below them
-    (they over-rate deep necks and heads). A held
+    What it ranks (BENCHMARKS.md, session 19; two samples of 32 networks): with the neck
+    and head held (the space's ``hold``), six supernets of the whole space ranked the
+    backbones at 0.398 to 0.834 against 400-step training, five of them above params and
+    FLOPs, and four of them 0.797 to 0.878 on the second sample; with the neck and head
+    free, at -0.022 to 0.199, below them (they over-rate deep necks and heads). A held
     space is scored by a supernet of the whole space (:meth:`Supernet` is built over
     ``space.unrestricted()``).
 
