@@ -73,7 +73,7 @@ from torch.func import functional_call
 
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import STAGES, CpuDetector
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, is_number
 from search_spaces.files import atomic_write
 from search_spaces.ops import make_op
 
@@ -847,11 +847,7 @@ class SupernetScore(Evaluator):
                  threads: int | None = None, finetune_steps: int = 0, finetune_lr: float = 1e-3):
         if bn_batches < 1 or batch_size < 1:
             raise InputError(f"evaluator 'supernet': bn_batches and batch_size must be >= 1, got {bn_batches}, {batch_size}")
-        def number(value, kind) -> bool:
-            return isinstance(value, kind) and not isinstance(value, bool)
-
-        if not (number(finetune_steps, int) and finetune_steps >= 0
-                and number(finetune_lr, (int, float)) and finetune_lr > 0):
+        if not (is_number(finetune_steps, int) and finetune_steps >= 0 and is_number(finetune_lr) and finetune_lr > 0):
             raise InputError(f"evaluator 'supernet': finetune_steps must be a whole number >= 0 (0: no fine-tuning) "
                              f"and finetune_lr a number > 0, got {finetune_steps!r}, {finetune_lr!r}")
         self.finetune = TrainConfig(steps=finetune_steps, batch_size=batch_size, lr=finetune_lr, warmup_steps=0,

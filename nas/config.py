@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, is_number
 
 from .objectives import Objective
 
@@ -48,16 +48,12 @@ class RunnerConfig:
     max_failures: int = 1                               # ray: retries of a trial whose worker died
 
 
-def _number(value, kinds=(int, float)) -> bool:
-    return isinstance(value, kinds) and not isinstance(value, bool)
-
-
 # What Ray accepts for the runner's numbers; 0 concurrent trials would mean "no limit" to
 # Ray Tune and an error deep inside its limiter here, so it is refused up front.
 RUNNER_CHECKS = {
-    "max_concurrent": (lambda v: _number(v, int) and v >= 1, "a whole number >= 1"),
-    "cpus_per_trial": (lambda v: _number(v) and 0 < v < math.inf, "a number > 0"),
-    "max_failures": (lambda v: _number(v, int) and v >= 0, "a whole number >= 0 (0: no retries)"),
+    "max_concurrent": (lambda v: is_number(v, int) and v >= 1, "a whole number >= 1"),
+    "cpus_per_trial": (lambda v: is_number(v) and 0 < v < math.inf, "a number > 0"),
+    "max_failures": (lambda v: is_number(v, int) and v >= 0, "a whole number >= 0 (0: no retries)"),
 }
 
 

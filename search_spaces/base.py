@@ -15,6 +15,12 @@ from typing import Any, Mapping, Sequence
 from .architecture import Architecture, ArchitectureError, Choice
 
 
+def is_choice(value: Choice, choices: Sequence[Choice]) -> bool:
+    """Whether ``value`` is one of ``choices``, type included: bool is an int subclass,
+    so True must not pass for 1 (nor 1 for 1.0's decision, where the types differ)."""
+    return any(value == c and type(value) is type(c) for c in choices)
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """One op of a built network, the unit a latency table measures.
@@ -129,8 +135,7 @@ class SearchSpace(ABC):
                 raise ArchitectureError(
                     f"unknown field 'sample.{key}' for space {self.name!r}; its decisions are e.g. {list(decisions)[:5]}")
             allowed = decisions[key]
-            # bool is an int subclass: compare types too, so True does not pass for 1.
-            if not any(value == c and type(value) is type(c) for c in allowed):
+            if not is_choice(value, allowed):
                 raise ArchitectureError(
                     f"field 'sample.{key}' has value {value!r} ({type(value).__name__}); allowed values: {allowed}")
 
@@ -147,7 +152,7 @@ class SearchSpace(ABC):
         if not candidates:
             return arch
         key = rng.choice(candidates)
-        new_value = rng.choice([c for c in decisions[key] if not (c == arch.sample[key] and type(c) is type(arch.sample[key]))])
+        new_value = rng.choice([c for c in decisions[key] if not is_choice(c, [arch.sample[key]])])
         return self.canonicalize(arch.replace(**{key: new_value}))
 
     def from_sample(self, sample: Mapping[str, Choice]) -> Architecture:

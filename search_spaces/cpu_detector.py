@@ -22,7 +22,7 @@ from typing import Mapping, NamedTuple
 from torch import nn
 
 from .architecture import Architecture, ArchitectureError
-from .base import OpSpec, SearchSpace
+from .base import OpSpec, SearchSpace, is_choice
 from .errors import InputError
 from .ops import BLOCK_PARAMS, make_divisible, make_op
 from .registry import register_space
@@ -95,9 +95,8 @@ class CpuDetectorSpace(SearchSpace):
     ``hold`` (``{decision: value}``, e.g. the neck and head) narrows those decisions to
     the one value, so every strategy searches the rest (DARTS: neck and head only); the
     reference architectures get the held values too. It builds no other network, so it
-    is not among ``settings()``:
-    latency tables and supernets of the whole space serve a held one
-    (:meth:`unrestricted` is the whole space). Why: weight-sharing supernets rank
+    is not among ``settings()``: latency tables and supernets of the whole space serve a
+    held one (:meth:`unrestricted` is the whole space). Why: weight-sharing supernets rank
     backbones under one neck and head, not necks and heads (BENCHMARKS.md, session 19).
     Hold decisions every network uses (the neck and head with ``neck.depth`` >= 1): an
     unused held decision takes the held value where the whole space puts its default, so
@@ -140,13 +139,13 @@ class CpuDetectorSpace(SearchSpace):
     # ----- decisions ---------------------------------------------------------------------
     @staticmethod
     def _held(decisions: dict[str, list], hold: dict) -> dict[str, list]:
-        """``decisions`` with each held one narrowed to its value; ValueError naming the
+        """``decisions`` with each held one narrowed to its value; InputError naming the
         decision for one the space lacks or a value it does not offer."""
         for name, value in hold.items():
             if name not in decisions:
                 raise InputError(f"hold: {name!r} is not a decision of cpu_detector "
                                  f"(e.g. neck.channels, neck.depth, neck.kernel, neck.pan, head.depth, head.kernel)")
-            if not any(value == c and type(value) is type(c) for c in decisions[name]):
+            if not is_choice(value, decisions[name]):
                 raise InputError(f"hold: {name} = {value!r} ({type(value).__name__}) is not one of its values "
                                  f"{decisions[name]}")
             decisions[name] = [value]

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Union
 
 from search_spaces.architecture import Architecture
 from search_spaces.base import SearchSpace
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, is_number
 from search_spaces.plugins import load_plugins
 
 from ..objectives import Failure, Metrics, Objective
@@ -107,7 +107,7 @@ def check_number(strategy: str, options: Mapping[str, Any], name: str, rule: str
     if name not in options:
         return
     value = options[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+    if not is_number(value) or not ok(value):
         raise InputError(f"{strategy} option {name!r}: {value!r} is not {rule}")
 
 

@@ -119,7 +119,7 @@ from torch import nn
 
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import FEATURE_STAGES, STAGES, CpuDetector
-from search_spaces.errors import InputError
+from search_spaces.errors import InputError, is_number
 from search_spaces.files import atomic_write
 from search_spaces.ops import BLOCK_PARAMS, ShuffleUnit, channel_shuffle, make_divisible, make_op
 
@@ -751,7 +751,7 @@ class DartsStrategy(Strategy):
         check_number("darts", options, "warmup_fraction", "a number in [0, 1)", lambda v: 0 <= v < 1)
         tau = options.get("tau", option_default(cls, "tau"))
         if not (isinstance(tau, (list, tuple)) and len(tau) == 2
-                and all(isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in tau)):
+                and all(is_number(t) and t > 0 for t in tau)):
             raise InputError(f"darts option 'tau': {tau!r} is not [start, end], two temperatures > 0")
         check_flags("darts", options, "factorized", "progress")
         data = options.get("data") or {}
