@@ -61,20 +61,26 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     if len(boxes) != len(scores):
         raise ValueError(f"nms: {len(boxes)} boxes but {len(scores)} scores")
     order = np.argsort(-scores, kind="stable")
-    areas = box_area(boxes)
+    # One contiguous array per coordinate, in score order, and in-place arithmetic: the
+    # loop runs once per kept box (up to 100 per image in evaluation), so its cost is
+    # numpy's per-call overhead, and this form halves it (BENCHMARKS.md, session 20).
+    x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    alive = np.arange(len(order))  # positions (in score order) not yet kept or suppressed
     keep: list[int] = []
-    while order.size and (max_keep is None or len(keep) < max_keep):
-        i = int(order[0])
+    while alive.size and (max_keep is None or len(keep) < max_keep):
+        i, rest = alive[0], alive[1:]
         keep.append(i)
-        rest = order[1:]
-        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
-        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
-        wh = np.clip(rb - lt, 0, None)
-        inter = wh[:, 0] * wh[:, 1]
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.maximum(union, _EPS), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+        inter = np.minimum(x2[i], x2[rest])
+        inter -= np.maximum(x1[i], x1[rest])
+        np.maximum(inter, 0, out=inter)
+        height = np.minimum(y2[i], y2[rest])
+        height -= np.maximum(y1[i], y1[rest])
+        np.maximum(height, 0, out=height)
+        inter *= height
+        # IoU <= threshold, without dividing: a pair of empty boxes (union 0) is kept.
+        alive = rest[inter <= iou_threshold * (areas[i] + areas[rest] - inter)]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,

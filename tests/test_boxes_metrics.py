@@ -72,6 +72,24 @@ def test_nms_threshold_is_strict_and_handles_empty():
     assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 
 
+def test_nms_equals_greedy_suppression_over_the_full_iou_matrix():
+    """The loop's in-place, division-free IoU test against the textbook definition:
+    walk the boxes by score (ties in input order) and drop each whose IoU with a kept one
+    exceeds the threshold. Random boxes with tied scores and empty (zero-area) boxes."""
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(0, 60, (300, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 25, (300, 2))], 1)
+    boxes[::17, 2] = boxes[::17, 0]  # empty boxes: union 0 with each other, IoU 0
+    scores = rng.integers(0, 40, 300) / 40.0  # many ties
+    iou = box_iou(boxes, boxes)
+    expected: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if all(iou[i, k] <= 0.45 for k in expected):
+            expected.append(int(i))
+    assert len(expected) > 50
+    assert nms(boxes, scores, 0.45).tolist() == expected
+
+
 def test_batched_nms_is_per_class():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [-20, -20, -5, -5]], dtype=np.float32)
     scores = np.array([0.9, 0.8, 0.7, 0.6])
@@ -183,3 +201,29 @@ def test_map_silent_and_accepts_a_dataset(capsys):
         preds.append({"boxes": boxes, "scores": np.linspace(1, 0.5, len(boxes)), "labels": labels, "image_id": image_id})
     assert coco_map(ds, preds) == pytest.approx({"map": 1.0, "map50": 1.0})
     assert capsys.readouterr().out == ""  # pycocotools prints nothing through us
+
+
+def test_map_reads_the_same_figures_as_cocoeval_summarize():
+    """The narrowed evaluation (area 'all', 100 detections) must print what COCOeval's own
+    full evaluation and summarize() print, on noisy predictions of every kind: shifted,
+    missed, extra, wrong-class and more than 100 per image."""
+    rng = np.random.default_rng(0)
+    gt, preds = [], []
+    for image_id in range(12):
+        n = int(rng.integers(1, 8))
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(4, 120, (n, 2))], 1).astype(np.float32)  # small to large
+        labels = rng.integers(0, 4, n)
+        gt.append((boxes, labels, 320, 320, image_id))
+        keep = rng.random(n) < 0.8
+        noisy = boxes[keep] + rng.normal(0, 6, (int(keep.sum()), 4)).astype(np.float32)
+        extra_xy = rng.uniform(0, 250, (130, 2))
+        extra = np.concatenate([extra_xy, extra_xy + rng.uniform(4, 60, (130, 2))], 1).astype(np.float32)
+        preds.append({"boxes": np.concatenate([noisy, extra]),
+                      "scores": np.concatenate([rng.uniform(0.3, 1.0, len(noisy)), rng.uniform(0.0, 0.6, 130)]),
+                      "labels": np.concatenate([np.where(rng.random(len(noisy)) < 0.9, labels[keep], 3), rng.integers(0, 4, 130)]),
+                      "image_id": image_id})
+    fast = coco_map(gt, preds, num_classes=4)
+    full = coco_map(gt, preds, num_classes=4, full_summary=True)
+    assert 0.05 < full["map"] < full["map50"] < 0.95  # a case where the figures mean something
+    assert fast == pytest.approx(full, abs=1e-12)
