@@ -33,6 +33,8 @@ Usage::
     python bench/proxy_ranking.py --steps 800 --cached-only   # half, so rank all 32 once both are done
     python bench/proxy_ranking.py --steps 100 --n-val 512 --versus-steps 400 --cached-only  # 100 steps as the proxy
     python bench/proxy_ranking.py --n-val 512 --hold-neck-head   # the same backbones, one neck and head
+    python bench/proxy_ranking.py --n-val 512 --cached-only --supernet CKPT --supernet-substitute-neck-head
+        # free networks, each scored by the supernet as its backbone under that one neck and head
 
 The default input size is 128 px, not the space's 256: 400 steps at 256 px took 577 s
 for one architecture on the 2-core machine of BENCHMARKS.md (hours for the 32), at
@@ -103,6 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="give every network (references too) the neck and head DARTS holds (DEFAULT_FIXED in "
                         "nas/strategies/darts.py), so that only the backbones differ; the cache is keyed by the "
                         "network, so these are trained as networks of their own")
+    p.add_argument("--supernet-substitute-neck-head", action="store_true",
+                   help="score each network with the supernet as its backbone under the neck and head DARTS "
+                        "holds (the evaluator's substitute option), whatever its own neck and head; the trained "
+                        "mAP it is ranked against stays the network's own")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     args = p.parse_args(argv)
@@ -110,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--supernet-n-val must be >= 1, got {args.supernet_n_val}")
     if args.supernet_finetune_steps < 0:
         p.error(f"--supernet-finetune-steps must be >= 0, got {args.supernet_finetune_steps}")
+    if args.supernet_substitute_neck_head and not args.supernet:
+        p.error("--supernet-substitute-neck-head needs --supernet CKPT (it changes how the supernet scores)")
     if args.supernet_finetune_steps and not args.supernet:
         p.error("--supernet-finetune-steps needs --supernet CKPT (it fine-tunes the supernet's candidates)")
     if args.versus_steps is not None and not (args.versus_steps >= 1 and args.versus_steps != args.steps):
@@ -351,8 +359,9 @@ def run(args: argparse.Namespace) -> int:
     evaluators["params_flops"] = get_evaluator("params_flops")
     if args.supernet:
         supernet_data = None if args.supernet_n_val is None else {"n_train": args.n_train, "n_val": args.supernet_n_val}
+        substitute = HELD_NECK_HEAD if args.supernet_substitute_neck_head else None
         evaluators["supernet"] = get_evaluator("supernet", checkpoint=args.supernet, data=supernet_data,
-                                                finetune_steps=args.supernet_finetune_steps)
+                                                finetune_steps=args.supernet_finetune_steps, substitute=substitute)
         start = time.monotonic()
         evaluators["supernet"].prepare(space)
         print(f"supernet {args.supernet} loaded in {time.monotonic() - start:.1f} s", flush=True)

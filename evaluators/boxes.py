@@ -55,6 +55,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     ``iou_threshold`` (the torchvision convention). Ties in score keep input order.
     ``max_keep`` stops after that many boxes: the result is the full one's prefix, and
     an untrained network's thousand overlapping boxes no longer take a thousand rounds.
+    Boxes must be finite: a NaN coordinate fails every IoU test, so such a box is dropped.
     """
     boxes = _to_numpy(boxes, np.float64).reshape(-1, 4)
     scores = _to_numpy(scores, np.float64).reshape(-1)

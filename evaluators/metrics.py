@@ -134,6 +134,7 @@ def _map_and_map50(evaluator) -> dict[str, float]:
 
     def mean_defined(p: np.ndarray) -> float:
         defined = p[p > -1]
-        return float(defined.mean()) if defined.size else 0.0  # with >= 1 gt box both are defined
+        # Undefined only when no gt box counts (e.g. every one degenerate, area < 0): 0, as before.
+        return float(defined.mean()) if defined.size else 0.0
 
     return {"map": mean_defined(precision), "map50": mean_defined(at_50)}

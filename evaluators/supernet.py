@@ -64,7 +64,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,7 @@ from torch import nn
 from torch.func import functional_call
 
 from search_spaces import Architecture, OpSpec, SearchSpace
+from search_spaces.base import is_choice
 from search_spaces.cpu_detector import STAGES, CpuDetector
 from search_spaces.errors import InputError, is_number
 from search_spaces.files import atomic_write
@@ -835,6 +836,15 @@ class SupernetScore(Evaluator):
     ``space.unrestricted()``). Cost (session 20, AMD EPYC, 1 thread): a median of 2.78 s
     per candidate on 512 validation images.
 
+    ``substitute`` (decision: value; default none) scores each candidate with those
+    decisions replaced, e.g. the neck and head DARTS holds: the candidate is then scored
+    as its backbone under that neck and head, where the supernet ranks (above), and its
+    own neck and head play no part in the score (nor are weights saved for it: they would
+    be another network's, so the run exports the winner untrained). A latency-aware
+    search then moves to the cheapest necks and heads, which cost it nothing in accuracy;
+    over the whole space this ranks networks by their backbones (BENCHMARKS.md, session
+    20). A substitute that contradicts the space's ``hold`` is refused.
+
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
     from the checkpoint too. The checkpoint is read once. An
@@ -845,7 +855,8 @@ class SupernetScore(Evaluator):
     cost = "train"
 
     def __init__(self, checkpoint: str, data: dict | None = None, bn_batches: int = 4, batch_size: int = 16,
-                 threads: int | None = None, finetune_steps: int = 0, finetune_lr: float = 1e-3):
+                 threads: int | None = None, finetune_steps: int = 0, finetune_lr: float = 1e-3,
+                 substitute: Mapping | None = None):
         if bn_batches < 1 or batch_size < 1:
             raise InputError(f"evaluator 'supernet': bn_batches and batch_size must be >= 1, got {bn_batches}, {batch_size}")
         if not (is_number(finetune_steps, int) and finetune_steps >= 0 and is_number(finetune_lr) and finetune_lr > 0):
@@ -853,6 +864,10 @@ class SupernetScore(Evaluator):
                              f"and finetune_lr a number > 0, got {finetune_steps!r}, {finetune_lr!r}")
         self.finetune = TrainConfig(steps=finetune_steps, batch_size=batch_size, lr=finetune_lr, warmup_steps=0,
                                     seed=0)
+        if substitute is not None and not isinstance(substitute, Mapping):
+            raise InputError(f"evaluator 'supernet': substitute must be a mapping of decision: value "
+                             f"(e.g. {{head.depth: 2}}), got {substitute!r}")
+        self.substitute = dict(substitute or {})
         self.path = Path(checkpoint)
         self.data_options = data
         self.bn_batches, self.batch_size, self.threads = bn_batches, batch_size, threads
@@ -864,6 +879,7 @@ class SupernetScore(Evaluator):
         """Load the supernet and the data for ``space`` (the first call does it anyway;
         calling it first keeps that one-off cost out of a candidate's time)."""
         check_checkpoint(self._record, space, self.path)
+        self._check_substitute(space)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             self._supernet = load_supernet(self._record, space, self.path)
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
@@ -871,18 +887,47 @@ class SupernetScore(Evaluator):
             _check_data(self._data[0], space, cfg)
         return self._supernet
 
+    def _check_substitute(self, space: SearchSpace) -> None:
+        """InputError naming the first substituted decision the whole space lacks or value
+        it does not offer, or one that ``space`` narrows (its ``hold``) to another value:
+        the search would be scored on networks it can never produce."""
+        whole, narrowed = space.unrestricted().decisions(), space.decisions()
+        for name, value in self.substitute.items():
+            if name not in whole:
+                raise InputError(f"evaluator 'supernet': substitute: {name!r} is not a decision of {space.name} "
+                                 f"(e.g. {', '.join(list(whole)[-6:])})")
+            if not is_choice(value, whole[name]):
+                raise InputError(f"evaluator 'supernet': substitute: {name} = {value!r} ({type(value).__name__}) "
+                                 f"is not one of its values {whole[name]}")
+            if not is_choice(value, narrowed[name]):
+                raise InputError(f"evaluator 'supernet': substitute: {name} = {value!r} but the space holds it at "
+                                 f"{narrowed[name]}; substitute only what the search leaves free, or drop the hold")
+
+    def scored_architecture(self, arch: Architecture, space: SearchSpace) -> Architecture:
+        """The network a candidate is scored as: ``arch`` itself, or with ``substitute``'s
+        decisions replaced, then canonicalised in the whole space (so a substituted
+        decision the result leaves inactive, e.g. ``neck.kernel`` at ``neck.depth: 0``,
+        takes its default there)."""
+        if not self.substitute:
+            return arch
+        return space.unrestricted().canonicalize(arch.replace(**self.substitute))
+
     def __call__(self, arch: Architecture, space: SearchSpace):
         if self.threads:
             torch.set_num_threads(self.threads)
         supernet = self.prepare(space)
         train_data, val_data = self._data
-        supernet.check_trained(arch)
-        model = space.build(arch)
-        model.load_state_dict(supernet.extract(arch))
+        scored = self.scored_architecture(arch, space)
+        supernet.check_trained(scored)
+        model = space.unrestricted().build(scored)
+        model.load_state_dict(supernet.extract(scored))
         if self.finetune.steps:
             with torch.random.fork_rng(devices=[]):  # train() seeds torch: leave the caller's RNG alone
                 train(model, train_data, self.finetune)  # a diverged loss raises TrainingFailure: the trial fails
         recalibrate_bn(model, calibration_images(train_data, self.bn_batches * self.batch_size), self.batch_size)
         metrics = evaluate(model, val_data)
-        self.last_model = model  # as train_proxy: the engine saves the best candidate's weights from here
+        # As train_proxy: the engine saves the best candidate's weights from here, unless
+        # the substitute made the model another network than the candidate.
+        other_network = bool(self.substitute) and scored != space.unrestricted().canonicalize(arch)
+        self.last_model = None if other_network else model
         return {"supernet_map": metrics["map"], "supernet_map50": metrics["map50"]}

@@ -75,11 +75,12 @@ def test_nms_threshold_is_strict_and_handles_empty():
 def test_nms_equals_greedy_suppression_over_the_full_iou_matrix():
     """The loop's in-place, division-free IoU test against the textbook definition:
     walk the boxes by score (ties in input order) and drop each whose IoU with a kept one
-    exceeds the threshold. Random boxes with tied scores and empty (zero-area) boxes."""
+    exceeds the threshold. Random boxes with tied scores, empty and inverted boxes."""
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 60, (300, 2))
     boxes = np.concatenate([xy, xy + rng.uniform(0, 25, (300, 2))], 1)
     boxes[::17, 2] = boxes[::17, 0]  # empty boxes: union 0 with each other, IoU 0
+    boxes[5::23, 3] = boxes[5::23, 1] - 5  # inverted boxes (y2 < y1) count as empty too
     scores = rng.integers(0, 40, 300) / 40.0  # many ties
     iou = box_iou(boxes, boxes)
     expected: list[int] = []
@@ -88,6 +89,7 @@ def test_nms_equals_greedy_suppression_over_the_full_iou_matrix():
             expected.append(int(i))
     assert len(expected) > 50
     assert nms(boxes, scores, 0.45).tolist() == expected
+    assert nms(boxes, scores, 0.45, max_keep=20).tolist() == expected[:20]
 
 
 def test_batched_nms_is_per_class():
@@ -206,7 +208,8 @@ def test_map_silent_and_accepts_a_dataset(capsys):
 def test_map_reads_the_same_figures_as_cocoeval_summarize():
     """The narrowed evaluation (area 'all', 100 detections) must print what COCOeval's own
     full evaluation and summarize() print, on noisy predictions of every kind: shifted,
-    missed, extra, wrong-class and more than 100 per image."""
+    missed, extra, wrong-class, more than 100 of a class in an image, a class never in the
+    ground truth and an image without boxes."""
     rng = np.random.default_rng(0)
     gt, preds = [], []
     for image_id in range(12):
@@ -223,7 +226,16 @@ def test_map_reads_the_same_figures_as_cocoeval_summarize():
                       "scores": np.concatenate([rng.uniform(0.3, 1.0, len(noisy)), rng.uniform(0.0, 0.6, 130)]),
                       "labels": np.concatenate([np.where(rng.random(len(noisy)) < 0.9, labels[keep], 3), rng.integers(0, 4, 130)]),
                       "image_id": image_id})
-    fast = coco_map(gt, preds, num_classes=4)
-    full = coco_map(gt, preds, num_classes=4, full_summary=True)
+    # More than COCOeval's 100 detections of one class in one image, an image without a
+    # box, and a class (4) that is predicted but never in the ground truth.
+    gt.append((np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 320, 320, 99))
+    crowd_xy = rng.uniform(0, 250, (150, 2))
+    preds[0] = {"boxes": np.concatenate([preds[0]["boxes"], np.concatenate([crowd_xy, crowd_xy + 30], 1)]),
+                "scores": np.concatenate([preds[0]["scores"], rng.uniform(0, 1, 150)]),
+                "labels": np.concatenate([preds[0]["labels"], np.full(150, int(gt[0][1][0]))]), "image_id": 0}
+    preds.append({"boxes": np.array([[5, 5, 40, 40], [10, 10, 50, 60]], np.float32), "scores": np.array([0.9, 0.4]),
+                  "labels": np.array([4, 1]), "image_id": 99})
+    fast = coco_map(gt, preds, num_classes=5)
+    full = coco_map(gt, preds, num_classes=5, full_summary=True)
     assert 0.05 < full["map"] < full["map50"] < 0.95  # a case where the figures mean something
     assert fast == pytest.approx(full, abs=1e-12)

@@ -451,6 +451,7 @@ def test_proxy_ranking_shards_share_one_cache_file(tmp_path, bench_script):
 @pytest.mark.parametrize("argv, message", [
     (["--supernet-finetune-steps", "-1", "--supernet", "x.pt"], "--supernet-finetune-steps must be >= 0"),
     (["--supernet-finetune-steps", "5"], "--supernet-finetune-steps needs --supernet CKPT"),
+    (["--supernet-substitute-neck-head"], "--supernet-substitute-neck-head needs --supernet CKPT"),
 ])
 def test_proxy_ranking_refuses_a_fine_tuning_it_cannot_do(argv, message, capsys, bench_script):
     with pytest.raises(SystemExit) as exc:
@@ -531,3 +532,34 @@ def test_a_supernet_of_the_whole_space_scores_a_held_one(space, tiny_data3, trai
     ev = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4)
     assert ev(held.from_sample(arch.sample), held) == whole
     assert ev.prepare(held).space.decisions() == space.decisions()  # built over the whole space
+
+
+def test_substitute_scores_the_backbone_under_the_given_neck_and_head(space, tiny_data3, trained):
+    """``substitute``: a candidate scores as its backbone under the given neck and head, so
+    it equals scoring that network directly, the candidate's own neck and head do not
+    matter, no weights are kept for it, and a decision or value the space lacks is refused."""
+    data = {"source": tiny_data3.source, "n_train": 16, "n_val": 8}
+    a, b = _trained_archs(space)[:2]
+    macro = {k: v for k, v in b.sample.items() if k.startswith(("neck.", "head."))}
+    assert any(a.sample[k] != v for k, v in macro.items()), "the two trained paths should differ in neck or head"
+    plain = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4)
+    direct = plain(space.canonicalize(a.replace(**macro)), space)
+    ev = get_evaluator("supernet", checkpoint=str(trained.path), data=data, bn_batches=2, batch_size=4,
+                       substitute=macro)
+    assert ev.scored_architecture(a, space) == space.canonicalize(a.replace(**macro))
+    assert ev(a, space) == direct
+    assert ev.last_model is None and plain.last_model is not None
+    ev(space.canonicalize(a.replace(**macro)), space)  # already that neck and head: its own weights are kept
+    assert ev.last_model is not None
+    other_head = {"head.depth": next(d for d in space.decisions()["head.depth"] if d != a.sample["head.depth"])}
+    assert ev(space.canonicalize(a.replace(**other_head)), space) == direct
+    for bad, message in (({"neck.width": 64}, "'neck.width' is not a decision"),
+                         ({"head.depth": 7}, r"head.depth = 7 \(int\) is not one of its values"),
+                         ({"neck.pan": 1}, r"neck.pan = 1 \(int\)")):
+        with pytest.raises(InputError, match=message):
+            get_evaluator("supernet", checkpoint=str(trained.path), data=data, substitute=bad).prepare(space)
+    held = get_space("cpu_detector", num_classes=3, input_size=64, hold={"head.depth": a.sample["head.depth"]})
+    with pytest.raises(InputError, match=f"substitute: head.depth = {other_head['head.depth']} but the space holds"):
+        get_evaluator("supernet", checkpoint=str(trained.path), data=data, substitute=other_head).prepare(held)
+    with pytest.raises(InputError, match="substitute must be a mapping"):
+        get_evaluator("supernet", checkpoint=str(trained.path), substitute=["head.depth"])
