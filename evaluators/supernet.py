@@ -72,7 +72,7 @@ from torch import nn
 from torch.func import functional_call
 
 from search_spaces import Architecture, OpSpec, SearchSpace
-from search_spaces.base import is_choice
+from search_spaces.base import check_assignments, is_choice
 from search_spaces.cpu_detector import STAGES, CpuDetector
 from search_spaces.errors import InputError, is_number
 from search_spaces.files import atomic_write
@@ -893,13 +893,9 @@ class SupernetScore(Evaluator):
         it does not offer, or one that ``space`` narrows (its ``hold``) to another value:
         the search would be scored on networks it can never produce."""
         whole, narrowed = space.unrestricted().decisions(), space.decisions()
+        check_assignments(self.substitute, whole, "evaluator 'supernet': substitute", space.name,
+                          ", ".join(list(whole)[-6:]))
         for name, value in self.substitute.items():
-            if name not in whole:
-                raise InputError(f"evaluator 'supernet': substitute: {name!r} is not a decision of {space.name} "
-                                 f"(e.g. {', '.join(list(whole)[-6:])})")
-            if not is_choice(value, whole[name]):
-                raise InputError(f"evaluator 'supernet': substitute: {name} = {value!r} ({type(value).__name__}) "
-                                 f"is not one of its values {whole[name]}")
             if not is_choice(value, narrowed[name]):
                 raise InputError(f"evaluator 'supernet': substitute: {name} = {value!r} but the space holds it at "
                                  f"{narrowed[name]}; substitute only what the search leaves free, or drop the hold")

@@ -13,12 +13,26 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from .architecture import Architecture, ArchitectureError, Choice
+from .errors import InputError
 
 
 def is_choice(value: Choice, choices: Sequence[Choice]) -> bool:
     """Whether ``value`` is one of ``choices``, type included: bool is an int subclass,
     so True must not pass for 1 (nor 1 for 1.0's decision, where the types differ)."""
     return any(value == c and type(value) is type(c) for c in choices)
+
+
+def check_assignments(assignments: Mapping[str, Choice], decisions: Mapping[str, Sequence[Choice]], where: str,
+                      space_name: str, examples: str) -> None:
+    """InputError, prefixed by ``where`` (e.g. ``"hold"``), for the first name in
+    ``assignments`` that is not one of ``decisions`` (``examples`` suggests some) or whose
+    value is not one of that decision's choices (:func:`is_choice`)."""
+    for name, value in assignments.items():
+        if name not in decisions:
+            raise InputError(f"{where}: {name!r} is not a decision of {space_name} (e.g. {examples})")
+        if not is_choice(value, decisions[name]):
+            raise InputError(f"{where}: {name} = {value!r} ({type(value).__name__}) is not one of its values "
+                             f"{list(decisions[name])}")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Mapping, NamedTuple
 from torch import nn
 
 from .architecture import Architecture, ArchitectureError
-from .base import OpSpec, SearchSpace, is_choice
+from .base import OpSpec, SearchSpace, check_assignments
 from .errors import InputError
 from .ops import BLOCK_PARAMS, make_divisible, make_op
 from .registry import register_space
@@ -141,13 +141,9 @@ class CpuDetectorSpace(SearchSpace):
     def _held(decisions: dict[str, list], hold: dict) -> dict[str, list]:
         """``decisions`` with each held one narrowed to its value; InputError naming the
         decision for one the space lacks or a value it does not offer."""
+        check_assignments(hold, decisions, "hold", "cpu_detector",
+                          "neck.channels, neck.depth, neck.kernel, neck.pan, head.depth, head.kernel")
         for name, value in hold.items():
-            if name not in decisions:
-                raise InputError(f"hold: {name!r} is not a decision of cpu_detector "
-                                 f"(e.g. neck.channels, neck.depth, neck.kernel, neck.pan, head.depth, head.kernel)")
-            if not is_choice(value, decisions[name]):
-                raise InputError(f"hold: {name} = {value!r} ({type(value).__name__}) is not one of its values "
-                                 f"{decisions[name]}")
             decisions[name] = [value]
         return decisions
 
