@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supernet-substitute-neck-head", action="store_true",
                    help="score each network with the supernet as its backbone under the neck and head DARTS "
                         "holds (the evaluator's substitute option), whatever its own neck and head; the trained "
-                        "mAP it is ranked against stays the network's own")
+                        "mAP it is ranked against stays the network's own (with --hold-neck-head it changes nothing)")
     p.add_argument("--cached-only", action="store_true",
                    help="train nothing: rank only the architectures whose trained mAP is already in the cache")
     args = p.parse_args(argv)

@@ -55,7 +55,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     ``iou_threshold`` (the torchvision convention). Ties in score keep input order.
     ``max_keep`` stops after that many boxes: the result is the full one's prefix, and
     an untrained network's thousand overlapping boxes no longer take a thousand rounds.
-    Boxes must be finite: a NaN coordinate fails every IoU test, so such a box is dropped.
+    Boxes must be finite: a NaN box fails every IoU test, so it is suppressed by any box
+    kept before it and, if kept itself, suppresses every box after it.
     """
     boxes = _to_numpy(boxes, np.float64).reshape(-1, 4)
     scores = _to_numpy(scores, np.float64).reshape(-1)
@@ -64,24 +65,24 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     order = np.argsort(-scores, kind="stable")
     # One contiguous array per coordinate, in score order, and in-place arithmetic: the
     # loop runs once per kept box (up to 100 per image in evaluation), so its cost is
-    # numpy's per-call overhead, and this form halves it (BENCHMARKS.md, session 20).
+    # mostly numpy's per-call overhead and temporary arrays (BENCHMARKS.md, session 20).
     x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     alive = np.arange(len(order))  # positions (in score order) not yet kept or suppressed
-    keep: list[int] = []
-    while alive.size and (max_keep is None or len(keep) < max_keep):
+    kept_positions: list[int] = []
+    while alive.size and (max_keep is None or len(kept_positions) < max_keep):
         i, rest = alive[0], alive[1:]
-        keep.append(i)
-        inter = np.minimum(x2[i], x2[rest])
-        inter -= np.maximum(x1[i], x1[rest])
-        np.maximum(inter, 0, out=inter)
+        kept_positions.append(i)
+        width = np.minimum(x2[i], x2[rest])
+        width -= np.maximum(x1[i], x1[rest])
+        np.maximum(width, 0, out=width)
         height = np.minimum(y2[i], y2[rest])
         height -= np.maximum(y1[i], y1[rest])
         np.maximum(height, 0, out=height)
-        inter *= height
+        inter = np.multiply(width, height, out=width)
         # IoU <= threshold, without dividing: a pair of empty boxes (union 0) is kept.
         alive = rest[inter <= iou_threshold * (areas[i] + areas[rest] - inter)]
-    return order[np.asarray(keep, dtype=np.int64)]
+    return order[np.asarray(kept_positions, dtype=np.int64)]
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold: float,

@@ -56,8 +56,7 @@ def _coco_dt_annotations(predictions: Iterable[Mapping[str, Any]], image_ids: se
             raise ValueError(f"prediction for image_id {image_id} has label {int(labels.max())} outside "
                              f"0..{num_classes - 1}")
         xywh = _xywh(pred["boxes"])
-        # tolist() gives Python numbers in one call per array (per-value float() was a
-        # tenth of a 512-image evaluation).
+        # tolist() gives Python numbers in one call per array rather than a float() per value.
         for box, area, score, label in zip(xywh.tolist(), (xywh[:, 2] * xywh[:, 3]).tolist(),
                                            np.asarray(pred["scores"], dtype=np.float64).reshape(-1).tolist(),
                                            labels.astype(np.int64).tolist()):
@@ -111,22 +110,22 @@ def coco_map(dataset_or_gt: Any, predictions: Sequence[Mapping[str, Any]], num_c
         if not full_summary:
             # The two figures use only the "all" area range at 100 detections. COCOeval
             # matches every (image, class) once per area range and accumulates once per
-            # (area range, max detections), so evaluating the other three ranges and
-            # maxDets 1 and 10 would be about three quarters of its time, for nothing.
+            # (area range, max detections): the other three ranges and maxDets 1 and 10
+            # would be three quarters of the matching, for nothing.
             evaluator.params.areaRng, evaluator.params.areaRngLbl = [[0, 1e5 ** 2]], ["all"]
             evaluator.params.maxDets = [100]
         evaluator.evaluate()
         evaluator.accumulate()
         if full_summary:
             evaluator.summarize()
-            # stats are -1 when undefined; with >= 1 gt box that cannot happen for these two.
-            return {"map": max(float(evaluator.stats[0]), 0.0), "map50": max(float(evaluator.stats[1]), 0.0)}
+    if full_summary:  # stats are -1 when undefined (no gt box counts): 0 then, as below
+        return {"map": max(float(evaluator.stats[0]), 0.0), "map50": max(float(evaluator.stats[1]), 0.0)}
     return _map_and_map50(evaluator)
 
 
 def _map_and_map50(evaluator) -> dict[str, float]:
     """mAP@[.5:.95] and mAP@.5 from an accumulated COCOeval, read exactly as its
-    ``summarize()`` reads ``stats[0]`` and ``stats[1]`` (area "all", the largest maxDets):
+    ``summarize()`` reads ``stats[0]`` and ``stats[1]`` (area "all", 100 detections, the last maxDets here):
     the mean precision over every cell that is defined (-1 marks an undefined one)."""
     params = evaluator.params
     precision = evaluator.eval["precision"][:, :, :, params.areaRngLbl.index("all"), len(params.maxDets) - 1]

@@ -831,7 +831,8 @@ class SupernetScore(Evaluator):
     and head held (the space's ``hold``), six supernets of the whole space ranked the
     backbones at 0.398 to 0.834 against 400-step training, five of them above params and
     FLOPs, and four of them 0.797 to 0.878 on the second sample; with the neck and head
-    free, at -0.022 to 0.199, below them (they over-rate deep necks and heads). A held
+    free, at -0.022 to 0.199 on the first sample, below them (they over-rate deep necks
+    and heads; one supernet of session 20 ranks the second free sample at 0.399). A held
     space is scored by a supernet of the whole space (:meth:`Supernet` is built over
     ``space.unrestricted()``). Cost (session 20, AMD EPYC, 1 thread): a median of 2.78 s
     per candidate on 512 validation images.
@@ -839,12 +840,14 @@ class SupernetScore(Evaluator):
     ``substitute`` (decision: value; default none) scores each candidate with those
     decisions replaced, e.g. the neck and head DARTS holds: the candidate is then scored
     as its backbone under that neck and head, where the supernet ranks (above), and its
-    own neck and head play no part in the score (nor are weights saved for it: they would
-    be another network's, so the run exports the winner untrained). A latency-aware
-    search then moves to the cheapest necks and heads, which cost it nothing in accuracy.
-    With DARTS's neck and head it ranked two samples of free networks at 0.710 and 0.826
-    against 400-step training, above params, FLOPs and NASWOT (BENCHMARKS.md, session
-    20). A substitute that contradicts the space's ``hold`` is refused.
+    own neck and head play no part in the score. Its weights are kept for the engine only
+    when the candidate already has those decisions (otherwise they are another
+    network's, and a winner without them is exported untrained). A latency-aware search
+    then moves to the cheapest necks and heads, which cost it nothing in accuracy. With
+    DARTS's neck and head, two supernets ranked two samples of free networks at 0.710 /
+    0.826 and 0.802 / 0.827 against 400-step training, above params, FLOPs and NASWOT
+    (BENCHMARKS.md, session 20). A substitute that contradicts the space's ``hold`` is
+    refused.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
@@ -894,7 +897,7 @@ class SupernetScore(Evaluator):
         the search would be scored on networks it can never produce."""
         whole, narrowed = space.unrestricted().decisions(), space.decisions()
         check_assignments(self.substitute, whole, "evaluator 'supernet': substitute", space.name,
-                          ", ".join(list(whole)[-6:]))
+                          ", ".join(n for n in whole if n.startswith(("neck.", "head."))))
         for name, value in self.substitute.items():
             if not is_choice(value, narrowed[name]):
                 raise InputError(f"evaluator 'supernet': substitute: {name} = {value!r} but the space holds it at "
@@ -914,9 +917,10 @@ class SupernetScore(Evaluator):
             torch.set_num_threads(self.threads)
         supernet = self.prepare(space)
         train_data, val_data = self._data
+        whole = space.unrestricted()
         scored = self.scored_architecture(arch, space)
         supernet.check_trained(scored)
-        model = space.unrestricted().build(scored)
+        model = whole.build(scored)
         model.load_state_dict(supernet.extract(scored))
         if self.finetune.steps:
             with torch.random.fork_rng(devices=[]):  # train() seeds torch: leave the caller's RNG alone
@@ -925,6 +929,6 @@ class SupernetScore(Evaluator):
         metrics = evaluate(model, val_data)
         # As train_proxy: the engine saves the best candidate's weights from here, unless
         # the substitute made the model another network than the candidate.
-        other_network = bool(self.substitute) and scored != space.unrestricted().canonicalize(arch)
+        other_network = bool(self.substitute) and scored != whole.canonicalize(arch)
         self.last_model = None if other_network else model
         return {"supernet_map": metrics["map"], "supernet_map50": metrics["map50"]}
