@@ -41,6 +41,11 @@ class Evaluator(ABC):
     def __call__(self, arch: Architecture, space: SearchSpace) -> Mapping[str, float]:
         """Metrics for one architecture."""
 
+    def check(self, space: SearchSpace) -> None:
+        """InputError for options that cannot work with ``space`` (e.g. a checkpoint of
+        another space, a decision it lacks). The engine calls it before it writes a run
+        folder, so a bad config fails before anything is written. Default: nothing."""
+
 
 def register_evaluator(name: str) -> Callable[[type[Evaluator]], type[Evaluator]]:
     def decorate(cls):

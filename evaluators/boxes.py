@@ -67,7 +67,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_keep: i
     # loop runs once per kept box (up to 100 per image in evaluation), so its cost is
     # mostly numpy's per-call overhead and temporary arrays (BENCHMARKS.md, session 20).
     x1, y1, x2, y2 = (np.ascontiguousarray(boxes[order, k]) for k in range(4))
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    areas = box_area(boxes)[order]
     alive = np.arange(len(order))  # positions (in score order) not yet kept or suppressed
     kept_positions: list[int] = []
     while alive.size and (max_keep is None or len(kept_positions) < max_keep):

@@ -882,8 +882,7 @@ class SupernetScore(Evaluator):
     def prepare(self, space: SearchSpace) -> Supernet:
         """Load the supernet and the data for ``space`` (the first call does it anyway;
         calling it first keeps that one-off cost out of a candidate's time)."""
-        check_checkpoint(self._record, space, self.path)
-        self._check_substitute(space)
+        self.check(space)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             self._supernet = load_supernet(self._record, space, self.path)
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
@@ -891,10 +890,12 @@ class SupernetScore(Evaluator):
             _check_data(self._data[0], space, cfg)
         return self._supernet
 
-    def _check_substitute(self, space: SearchSpace) -> None:
-        """InputError naming the first substituted decision the whole space lacks or value
-        it does not offer, or one that ``space`` narrows (its ``hold``) to another value:
-        the search would be scored on networks it can never produce."""
+    def check(self, space: SearchSpace) -> None:
+        """InputError for a checkpoint of other space settings, and for a substituted
+        decision the whole space lacks or value it does not offer, or one that ``space``
+        narrows (its ``hold``) to another value: the search would be scored on networks
+        it can never produce."""
+        check_checkpoint(self._record, space, self.path)
         whole, narrowed = space.unrestricted().decisions(), space.decisions()
         check_assignments(self.substitute, whole, "evaluator 'supernet': substitute", space.name,
                           ", ".join(n for n in whole if n.startswith(("neck.", "head."))))

@@ -205,6 +205,8 @@ class Engine:
     def new(cls, cfg: SearchConfig, run_dir, progress: bool = True) -> "Engine":
         engine = cls(cfg, run_dir, progress)  # imports the config's plugins; writes nothing
         check_strategy(cfg, engine.space, engine.objective)
+        for evaluator in engine.evaluators():  # bad options and files fail before the folder exists
+            evaluator.check(engine.space)
         engine.folder.create(cfg)
         engine._restore_strategy()
         return engine

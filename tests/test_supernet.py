@@ -568,7 +568,8 @@ def test_substitute_scores_the_backbone_under_the_given_neck_and_head(space, tin
 def test_a_search_scores_with_a_substituting_supernet_from_its_config(space, tiny_data3, trained, tmp_path):
     """End to end: `nas search`'s config names the supernet evaluator with a substitute
     (a YAML mapping), every trial is scored as the one trained path it maps to, and the
-    winner is exported without weights (the scored network was not the candidate)."""
+    winner is exported without weights (the scored network was not the candidate); a bad
+    substitute fails before a run folder is written."""
     from nas.config import config_from_dict
     from nas.engine import Engine, RunFolder
 
@@ -577,17 +578,22 @@ def test_a_search_scores_with_a_substituting_supernet_from_its_config(space, tin
     neck_head = {k: v for k, v in a.sample.items() if k.startswith(("neck.", "head."))}
     options = {"checkpoint": str(trained.path), "data": {"source": tiny_data3.source, "n_train": 16, "n_val": 8},
                "bn_batches": 2, "batch_size": 4, "substitute": neck_head}
-    cfg = config_from_dict({"space": {"name": "cpu_detector",
-                                      "settings": {"num_classes": 3, "input_size": 64, "hold": backbone}},
-                            "strategy": {"name": "random"}, "budget": 3, "seed": 0, "references": [],
-                            "evaluators": ["params_flops", {"name": "supernet", "options": options}],
-                            # params stands in for latency: the report's best needs both, and
-                            # this 64 px space has no latency table.
-                            "objective": {"mode": "accuracy", "accuracy": "supernet_map50", "latency": "params"}})
-    Engine.new(cfg, tmp_path / "run", progress=False).run()
+    raw = {"space": {"name": "cpu_detector", "settings": {"num_classes": 3, "input_size": 64, "hold": backbone}},
+           "strategy": {"name": "random"}, "budget": 3, "seed": 0, "references": [],
+           "evaluators": ["params_flops", {"name": "supernet", "options": options}],
+           # params stands in for latency: the report's best needs both, and this 64 px
+           # space has no latency table.
+           "objective": {"mode": "accuracy", "accuracy": "supernet_map50", "latency": "params"}}
+    Engine.new(config_from_dict(raw), tmp_path / "run", progress=False).run()
     records = [r for r in RunFolder(tmp_path / "run").read() if r.status != "duplicate"]
     assert len(records) == 3 and all(r.status == "ok" for r in records)
     direct = get_evaluator("supernet", **{k: v for k, v in options.items() if k != "substitute"})(a, space)
     assert all(r.metrics["supernet_map50"] == direct["supernet_map50"] for r in records)
     best = tmp_path / "run" / "best"
     assert (best / "arch.json").exists() and (best / "model.onnx").exists() and not (best / "weights.pt").exists()
+    # A substitute the space cannot take fails before a run folder is written.
+    bad = config_from_dict({**raw, "evaluators": [{"name": "supernet",
+                                                   "options": {**options, "substitute": {"neck.width": 64}}}]})
+    with pytest.raises(InputError, match="'neck.width' is not a decision of cpu_detector"):
+        Engine.new(bad, tmp_path / "bad_run", progress=False)
+    assert not (tmp_path / "bad_run").exists()
