@@ -30,8 +30,19 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
    so its mAP there carries that selection too (session 15; results recorded before it
    were scored on the searches' images, as ``--holdout-val 0`` does).
 
+``--darts-supernet CKPT`` scores DARTS's candidates (``--darts-candidates K``) with the
+``supernet`` evaluator on a weight-sharing supernet trained beforehand (``nas supernet
+train --input-size 256``) instead of ``train_proxy``: seconds per candidate, and a score
+that ranks backbones under DARTS's fixed neck and head (BENCHMARKS.md, issue 4). Its
+training is a one-off cost for every target and seed and is not in the wall-clock
+evolution gets; the bench says so when it prints the comparison.
+
+With ``--darts-candidates`` above 1, a ``derived`` row per DARTS search is the network
+its derivation gave (the one it proposes alone), re-trained and timed the same way, so
+the pick among candidates can be told from the search; it is not in the verdict.
+
 Printed: one row per search (method, target, seed, wall-clock, trials, mAP@.5 of its
-result in the search, re-trained on the searches' validation images (``on val``, mean)
+result in the search (the supernet's for DARTS with ``--darts-supernet``), re-trained on the searches' validation images (``on val``, mean)
 and re-trained on the held-out ones (mean and range over the fresh seeds), table and
 measured latency, measured off-target), then per target DARTS's re-trained mAP@.5
 (on the held-out images, unless ``--holdout-val 0``)
@@ -111,6 +122,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DARTS's fixed option: these neck/head decisions changed from the ones it holds by "
                         f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "
                         "searches that decision; e.g. head.depth=1,neck.pan=false")
+    p.add_argument("--darts-supernet", default=None, metavar="CKPT",
+                   help="score DARTS's candidates (--darts-candidates) with the supernet evaluator on this "
+                        "`nas supernet train` checkpoint of the bench's space (256 px) instead of train_proxy; "
+                        "its training time is not part of the wall-clock evolution gets")
+    p.add_argument("--supernet-val", type=some, default=128,
+                   help="validation images the supernet evaluator scores DARTS's candidates on (--darts-supernet)")
     p.add_argument("--train-steps", type=some, default=150, help="train_proxy steps (both methods)")
     p.add_argument("--batch-size", type=some, default=8)
     p.add_argument("--n-train", type=some, default=256)
@@ -198,18 +215,25 @@ def fixed_option(text: str) -> dict:
     return fixed
 
 
-def base_config(args, strategy: dict, mode: str) -> dict:
+def base_config(args, strategy: dict, mode: str, supernet: str | None = None) -> dict:
     """Both methods are judged on the measured latency (the table is a few percent off on
     single networks): evolution as a hard limit (a candidate over it is rejected before
     training), DARTS as MnasNet's soft objective (its derivation already aims at the
-    target; the result is scored either way)."""
+    target; the result is scored either way). Candidates are scored by ``train_proxy``,
+    or with ``supernet`` (a checkpoint path) by the ``supernet`` evaluator on it."""
     data = {"n_train": args.n_train, "n_val": args.n_val}
+    if supernet:
+        # BatchNorm is recalibrated on the searches' training images; scored on --supernet-val images.
+        score = {"name": "supernet", "options": {"checkpoint": str(Path(supernet).resolve()), "threads": 1,
+                                                 "data": {"n_train": args.n_train, "n_val": args.supernet_val}}}
+    else:
+        score = {"name": "train_proxy", "options": {"steps": args.train_steps, "batch_size": args.batch_size,
+                                                    "threads": 1, "data": data}}
     return {"space": {"name": "cpu_detector"}, "strategy": strategy, "budget": 1000,
-            "objective": {"mode": mode, "target_ms": 1.0, "latency": "measured_latency_ms"},
+            "objective": {"mode": mode, "target_ms": 1.0, "latency": "measured_latency_ms",
+                          **({"accuracy": "supernet_map50"} if supernet else {})},
             "evaluators": [{"name": "latency_table", "options": {"threads": 1}}, "params_flops",
-                           {"name": "measured_latency", "options": {"threads": 1}},
-                           {"name": "train_proxy", "options": {"steps": args.train_steps, "batch_size": args.batch_size,
-                                                               "threads": 1, "data": data}}]}
+                           {"name": "measured_latency", "options": {"threads": 1}}, score]}
 
 
 def sweep(out: Path, base: dict, variants: list[Variant], max_concurrent: int) -> list[dict]:
@@ -313,14 +337,38 @@ def accuracy_verdict(darts: list[float], evolution: list[float]) -> tuple[float,
     return median, lo, hi, "better" if median > hi else "within" if median >= lo else "worse"
 
 
-def result_arch(folder: Path) -> tuple[Architecture | None, dict]:
+def result_arch(folder: Path) -> tuple[Architecture | None, float]:
+    """A search's best network and the accuracy it was picked by (its objective's
+    accuracy metric: ``map50`` from train_proxy, ``supernet_map50`` from a supernet)."""
     run = RunFolder(folder)
-    best = best_trial(run.read(), run.config().make_objective())
-    return (Architecture.from_dict(best.arch), best.metrics) if best is not None else (None, {})
+    objective = run.config().make_objective()
+    best = best_trial(run.read(), objective)
+    if best is None:
+        return None, float("nan")
+    return Architecture.from_dict(best.arch), best.metrics.get(objective.accuracy, float("nan"))
+
+
+def derived_arch(folder: Path) -> tuple[Architecture | None, float]:
+    """A DARTS search's derived network (its first candidate, the one ``candidates: 1``
+    would have proposed) and its search-time score, or ``(None, nan)`` when the search
+    proposed one network only (then it is the result)."""
+    run = RunFolder(folder)
+    objective = run.config().make_objective()
+    derived = json.loads(run.strategy_path.read_text())["state"]["derived"]
+    if len(derived) < 2:
+        return None, float("nan")
+    arch = Architecture.from_dict(derived[0])
+    scores = [r.metrics.get(objective.accuracy, float("nan")) for r in run.read() if r.arch_id == arch.id]
+    return arch, scores[0] if scores else float("nan")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.darts_supernet and not args.retrain_seeds:
+        print("error: --darts-supernet needs --retrain-seeds >= 1: DARTS's search-time score is then the "
+              "supernet's, not the train_proxy mAP@.5 evolution's is, so only re-training compares them",
+              file=sys.stderr)
+        return 2
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
     space = get_space("cpu_detector")
     table = LatencyTable.default(space, 1)
@@ -346,7 +394,8 @@ def main(argv=None) -> int:
     evo_base = base_config(args, EVOLUTION, "constrained")
     if (out / "evolution" / "sweep.json").exists():  # other evolution settings: refused now, not after DARTS ran
         open_sweep(out / "evolution", evo_base, [])
-    darts_rows = sweep(out / "darts", base_config(args, darts, "soft"), darts_variants, args.darts_concurrent)
+    darts_rows = sweep(out / "darts", base_config(args, darts, "soft", args.darts_supernet), darts_variants,
+                       args.darts_concurrent)
     failed = [f"{r['variant']}: {r['status']}" for r in darts_rows if r.get("status") != "done"]
     if failed:  # evolution's budgets are seed 0's wall-clock, and the verdict needs every seed
         sys.exit(f"DARTS searches did not finish ({'; '.join(failed)}); see error.txt in {out / 'darts'}/<variant>, "
@@ -361,26 +410,29 @@ def main(argv=None) -> int:
 
     found = [(method, r, *result_arch(out / method / r["variant"]))
              for method, rs in (("darts", darts_rows), ("evolution", evo_rows)) for r in rs]
+    if args.darts_candidates > 1:  # the network DARTS would have given alone, beside its pick (not judged)
+        found += [("derived", r, *derived_arch(out / "darts" / r["variant"])) for r in darts_rows]
+        found = [f for f in found if f[0] != "derived" or f[2] is not None]
     timed = measure_architectures(space, [a for _, _, a, _ in found if a is not None], 1, progress=False,
                                   unit_ms=table.unit_ms)
     measured_by_id = dict(zip([a.id for _, _, a, _ in found if a is not None], timed))
     retrained, held_out = retrain(args, [a for _, _, a, _ in found if a is not None], out / "retrain.json") \
         if args.retrain_seeds else ({}, {})
     rows = []
-    for method, r, arch, metrics in found:
+    for method, r, arch, search_map50 in found:
         measured = measured_by_id[arch.id] if arch is not None else float("nan")
         key = arch.to_json() if arch is not None else None
         on_search_val = retrained.get(key, [])
         again = held_out.get(key, []) if held_out else on_search_val  # the figures compared
         rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
-                     "trials": r["trials"], "search_map50": metrics.get("map50", float("nan")),
+                     "trials": r["trials"], "search_map50": search_map50,
                      "retrained_search_val_map50": on_search_val,
                      "retrained_map50": again,
                      # the mAP compared: the fresh-seed mean when re-trained, else the search's own
-                     "map50": float(np.nanmean(again)) if again else metrics.get("map50", float("nan")),
+                     "map50": float(np.nanmean(again)) if again else search_map50,
                      "table_ms": table.predict(arch) if arch is not None else float("nan"), "measured_ms": measured,
                      "arch": space.to_string(arch) if arch is not None else "-"})
-    # search: the search's own mAP@.5; on val: re-trained, on the searches' validation
+    # search: the mAP@.5 the search picked its result by (train_proxy's, or the supernet's); on val: re-trained, on the searches' validation
     # images; retrain and range: re-trained, on the held-out ones (or on val without them).
     print(f"\n{'method':<10} {'target':>6} {'seed':>4} {'wall s':>7} {'trials':>6} {'search':>7} {'on val':>7} "
           f"{'retrain':>7} {'range':>13} {'table':>6} {'measured':>8} {'off':>7}")
@@ -396,6 +448,9 @@ def main(argv=None) -> int:
                  if args.holdout_val else ", on the searches' validation images")) if args.retrain_seeds \
         else "search-time"
     print(f"\nmAP@.5 compared: {scored}")
+    if args.darts_supernet:
+        print(f"DARTS's candidates scored by the supernet {args.darts_supernet}, whose training is not in "
+              f"the wall-clock evolution got")
     verdicts = []
     several = args.darts_seeds > 1
     for t in targets:

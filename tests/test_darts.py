@@ -664,3 +664,30 @@ def test_darts_holds_what_the_space_holds():
     backbone = get_space("cpu_detector", num_classes=3, input_size=64, hold={"s1.b0.kind": "ir"})
     with pytest.raises(InputError, match=r"holds \['s1.b0.kind'\]; hold only neck/head decisions"):
         DartsStrategy.check_options(backbone, objective, {})
+
+
+def test_darts_bench_can_score_darts_candidates_with_a_supernet(tmp_path, capsys, bench):
+    """``--darts-supernet CKPT``: DARTS's searches score their candidates with the
+    supernet evaluator on that checkpoint and pick by its mAP@.5, evolution's still
+    with train_proxy. The two search-time scores are then different measures, so
+    without re-training (which scores both alike) the bench refuses to run (exit 2)."""
+    from evaluators.base import get_evaluator
+    from evaluators.data import DataConfig
+    from evaluators.supernet import train_supernet
+    from nas.config import config_from_dict
+
+    space = get_space("cpu_detector")  # the bench's space, 256 px
+    ckpt = tmp_path / "supernet.pt"
+    train_supernet(space, DataConfig(n_train=4, n_val=2), 1, 2, 0, ckpt, progress=False)
+    args = bench.parse_args(["--darts-supernet", str(ckpt), "--supernet-val", "4", "--n-train", "8"])
+    darts = bench.base_config(args, {"name": "darts"}, "soft", args.darts_supernet)
+    evolution = bench.base_config(args, bench.EVOLUTION, "constrained")
+    assert config_from_dict(darts).make_objective().accuracy == "supernet_map50"
+    assert config_from_dict(evolution).make_objective().accuracy == "map50"
+    score = darts["evaluators"][-1]
+    assert score["name"] == "supernet" and evolution["evaluators"][-1]["name"] == "train_proxy"
+    assert score["options"]["data"] == {"n_train": 8, "n_val": 4}
+    get_evaluator("supernet", **score["options"]).check(space)  # the checkpoint fits the bench's space
+    assert bench.main(["--darts-supernet", str(ckpt), "--retrain-seeds", "0", "--out", str(tmp_path / "out")]) == 2
+    assert "--darts-supernet needs --retrain-seeds >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
