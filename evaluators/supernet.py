@@ -847,7 +847,8 @@ class SupernetScore(Evaluator):
     DARTS's neck and head, two supernets ranked two samples of free networks at 0.710 /
     0.826 and 0.802 / 0.827 against 400-step training, above params, FLOPs and NASWOT
     (BENCHMARKS.md, session 20). A substitute that contradicts the space's ``hold`` is
-    refused.
+    refused. Each substituted network is scored once per evaluator (scoring is
+    deterministic); the candidates that map to it get the same scores.
 
     ``checkpoint`` is a file from ``nas supernet train``; ``data`` (DataConfig fields)
     defaults to the data the supernet was trained on; ``split`` and ``separate`` come
@@ -878,6 +879,9 @@ class SupernetScore(Evaluator):
         self._record = load_checkpoint(self.path)  # fail at construction on a missing/bad file
         self._supernet: Supernet | None = None
         self._data: tuple[PreparedData, PreparedData] | None = None
+        # Substituted networks already scored: many candidates map to one (every neck and
+        # head of a backbone), and scoring is deterministic, so each is scored once.
+        self._substituted_scores: dict[str, dict] = {}
 
     def prepare(self, space: SearchSpace) -> Supernet:
         """Load the supernet and the data for ``space`` (the first call does it anyway;
@@ -885,6 +889,7 @@ class SupernetScore(Evaluator):
         self.check(space)
         if self._supernet is None or self._supernet.space.settings() != space.settings():
             self._supernet = load_supernet(self._record, space, self.path)
+            self._substituted_scores = {}
             cfg = DataConfig(**(self.data_options if self.data_options is not None else self._record["data"]))
             self._data = cfg.load(space.settings()["input_size"])
             _check_data(self._data[0], space, cfg)
@@ -920,6 +925,12 @@ class SupernetScore(Evaluator):
         train_data, val_data = self._data
         whole = space.unrestricted()
         scored = self.scored_architecture(arch, space)
+        # As train_proxy: the engine saves the best candidate's weights from last_model,
+        # unless the substitute made the model another network than the candidate.
+        other_network = bool(self.substitute) and scored != whole.canonicalize(arch)
+        if other_network and scored.id in self._substituted_scores:
+            self.last_model = None
+            return dict(self._substituted_scores[scored.id])
         supernet.check_trained(scored)
         model = whole.build(scored)
         model.load_state_dict(supernet.extract(scored))
@@ -928,8 +939,8 @@ class SupernetScore(Evaluator):
                 train(model, train_data, self.finetune)  # a diverged loss raises TrainingFailure: the trial fails
         recalibrate_bn(model, calibration_images(train_data, self.bn_batches * self.batch_size), self.batch_size)
         metrics = evaluate(model, val_data)
-        # As train_proxy: the engine saves the best candidate's weights from here, unless
-        # the substitute made the model another network than the candidate.
-        other_network = bool(self.substitute) and scored != whole.canonicalize(arch)
         self.last_model = None if other_network else model
-        return {"supernet_map": metrics["map"], "supernet_map50": metrics["map50"]}
+        scores = {"supernet_map": metrics["map"], "supernet_map50": metrics["map50"]}
+        if other_network:
+            self._substituted_scores[scored.id] = dict(scores)
+        return scores

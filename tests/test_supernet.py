@@ -534,10 +534,16 @@ def test_a_supernet_of_the_whole_space_scores_a_held_one(space, tiny_data3, trai
     assert ev.prepare(held).space.decisions() == space.decisions()  # built over the whole space
 
 
-def test_substitute_scores_the_backbone_under_the_given_neck_and_head(space, tiny_data3, trained):
+def test_substitute_scores_the_backbone_under_the_given_neck_and_head(space, tiny_data3, trained, monkeypatch):
     """``substitute``: a candidate scores as its backbone under the given neck and head, so
     it equals scoring that network directly, the candidate's own neck and head do not
-    matter, no weights are kept for it, and a decision or value the space lacks is refused."""
+    matter (that network is scored once), no weights are kept for it, and a decision or
+    value the space lacks is refused."""
+    import evaluators.supernet as supernet_module
+
+    scorings = []
+    monkeypatch.setattr(supernet_module, "evaluate",
+                        lambda *args, _evaluate=supernet_module.evaluate: scorings.append(1) or _evaluate(*args))
     data = {"source": tiny_data3.source, "n_train": 16, "n_val": 8}
     a, b = _trained_archs(space)[:2]
     macro = {k: v for k, v in b.sample.items() if k.startswith(("neck.", "head."))}
@@ -552,7 +558,9 @@ def test_substitute_scores_the_backbone_under_the_given_neck_and_head(space, tin
     ev(space.canonicalize(a.replace(**macro)), space)  # already that neck and head: its own weights are kept
     assert ev.last_model is not None
     other_head = {"head.depth": next(d for d in space.decisions()["head.depth"] if d != a.sample["head.depth"])}
+    scorings.clear()
     assert ev(space.canonicalize(a.replace(**other_head)), space) == direct
+    assert not scorings and ev.last_model is None  # the substituted network's score, not scored again
     for bad, message in (({"neck.width": 64}, "'neck.width' is not a decision"),
                          ({"head.depth": 7}, r"head.depth = 7 \(int\) is not one of its values"),
                          ({"neck.pan": 1}, r"neck.pan = 1 \(int\)")):
