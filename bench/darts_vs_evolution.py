@@ -6,9 +6,10 @@ The targets are the 10th, 50th and 90th percentiles of the 1-thread table latenc
 1. ``nas sweep``-style DARTS searches, ``--darts-seeds`` per target (default one),
    run as Ray Tune trials (one CPU each, one at a time by default:
    ``--darts-concurrent``): supernet training,
-   derivation checked against onnxruntime, and the derived network scored by
-   ``train_proxy``. One at a time because DARTS steers its derivation by onnxruntime
-   measurements, and with a second search training on the other core they read slow
+   derivation checked against onnxruntime, and the derived network (or each of
+   ``--darts-candidates``) scored by ``train_proxy`` (or the supernet, below). One at
+   a time because DARTS steers its derivation by onnxruntime measurements, and with a
+   second search training on the other core they read slow
    (session 2: 1.10x the table during the search, 0.91x when re-timed on the idle
    machine; the 2.71 ms target landed at 2.26 ms).
 2. Aging-evolution searches at the same targets (hard latency limit, see below),
@@ -39,11 +40,13 @@ evolution gets; the bench says so when it prints the comparison.
 
 With ``--darts-candidates`` above 1, a ``derived`` row per DARTS search is the network
 its derivation gave (the one it proposes alone), re-trained and timed the same way, so
-the pick among candidates can be told from the search; it is not in the verdict.
+the pick among candidates can be told from the search; it is not in the verdict (a
+folder of an earlier run with candidates gains these rows, and their re-training, when
+run again).
 
 Printed: one row per search (method, target, seed, wall-clock, trials, mAP@.5 of its
-result in the search (the supernet's for DARTS with ``--darts-supernet``), re-trained on the searches' validation images (``on val``, mean)
-and re-trained on the held-out ones (mean and range over the fresh seeds), table and
+result in the search (the supernet's for DARTS with ``--darts-supernet``), re-trained
+on the searches' validation images (``on val``, mean) and re-trained on the held-out ones (mean and range over the fresh seeds), table and
 measured latency, measured off-target), then per target DARTS's re-trained mAP@.5
 (on the held-out images, unless ``--holdout-val 0``)
 against the range of evolution's re-trained means over its search seeds, and whether
@@ -108,7 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="DARTS's width option: auto (default), search (one per stage), or one width")
     p.add_argument("--darts-candidates", type=some, default=1,
                    help="networks DARTS proposes (darts option candidates); the engine keeps the best, and "
-                        "their training counts in the wall-clock evolution then gets")
+                        "their scoring counts in the wall-clock evolution then gets")
     p.add_argument("--darts-factorized", action="store_true",
                    help="DARTS's factorized option: one architecture parameter per choice value, not per candidate")
     p.add_argument("--darts-init-from", default=None, metavar="CKPT",
@@ -123,7 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "
                         "searches that decision; e.g. head.depth=1,neck.pan=false")
     p.add_argument("--darts-supernet", default=None, metavar="CKPT",
-                   help="score DARTS's candidates (--darts-candidates) with the supernet evaluator on this "
+                   help="score DARTS's candidates (--darts-candidates, at least 2) with the supernet evaluator on this "
                         "`nas supernet train` checkpoint of the bench's space (256 px) instead of train_proxy; "
                         "its training time is not part of the wall-clock evolution gets")
     p.add_argument("--supernet-val", type=some, default=128,
@@ -338,8 +341,8 @@ def accuracy_verdict(darts: list[float], evolution: list[float]) -> tuple[float,
 
 
 def result_arch(folder: Path) -> tuple[Architecture | None, float]:
-    """A search's best network and the accuracy it was picked by (its objective's
-    accuracy metric: ``map50`` from train_proxy, ``supernet_map50`` from a supernet)."""
+    """A search's best network (by its objective's score) and that network's accuracy
+    metric in the search: ``map50`` from train_proxy, ``supernet_map50`` from a supernet."""
     run = RunFolder(folder)
     objective = run.config().make_objective()
     best = best_trial(run.read(), objective)
@@ -348,13 +351,33 @@ def result_arch(folder: Path) -> tuple[Architecture | None, float]:
     return Architecture.from_dict(best.arch), best.metrics.get(objective.accuracy, float("nan"))
 
 
+def check_supernet_flags(args) -> str | None:
+    """What is wrong with ``--darts-supernet`` and the flags around it (None: nothing),
+    checked before any search so that a bad checkpoint leaves no folder behind."""
+    if not args.darts_supernet:
+        return None
+    if args.darts_candidates < 2:
+        return "scores DARTS's candidates, so it needs --darts-candidates 2 or more"
+    if not args.retrain_seeds:
+        return ("needs --retrain-seeds >= 1: DARTS's search-time score is then the supernet's, not the "
+                "train_proxy mAP@.5 evolution's is, so only re-training compares them")
+    from evaluators.base import get_evaluator
+
+    score = base_config(args, {}, "soft", args.darts_supernet)["evaluators"][-1]
+    try:  # a missing file, or a supernet of other settings (e.g. 128 px)
+        get_evaluator(score["name"], **score["options"]).check(get_space("cpu_detector"))
+    except InputError as exc:
+        return str(exc)
+    return None
+
+
 def derived_arch(folder: Path) -> tuple[Architecture | None, float]:
     """A DARTS search's derived network (its first candidate, the one ``candidates: 1``
     would have proposed) and its search-time score, or ``(None, nan)`` when the search
     proposed one network only (then it is the result)."""
     run = RunFolder(folder)
     objective = run.config().make_objective()
-    derived = json.loads(run.strategy_path.read_text())["state"]["derived"]
+    derived = ((run.load_strategy() or {}).get("state") or {}).get("derived", [])
     if len(derived) < 2:
         return None, float("nan")
     arch = Architecture.from_dict(derived[0])
@@ -364,10 +387,9 @@ def derived_arch(folder: Path) -> tuple[Architecture | None, float]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.darts_supernet and not args.retrain_seeds:
-        print("error: --darts-supernet needs --retrain-seeds >= 1: DARTS's search-time score is then the "
-              "supernet's, not the train_proxy mAP@.5 evolution's is, so only re-training compares them",
-              file=sys.stderr)
+    problem = check_supernet_flags(args)
+    if problem:
+        print(f"error: --darts-supernet: {problem}", file=sys.stderr)
         return 2
     print("$ " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), flush=True)
     space = get_space("cpu_detector")
@@ -424,8 +446,11 @@ def main(argv=None) -> int:
         key = arch.to_json() if arch is not None else None
         on_search_val = retrained.get(key, [])
         again = held_out.get(key, []) if held_out else on_search_val  # the figures compared
-        rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"], "wall_s": r["wall_s"],
-                     "trials": r["trials"], "search_map50": search_map50,
+        own = method != "derived"  # a derived row is a network of a DARTS search, not a search
+        rows.append({"method": method, "target": r["target_ms"], "seed": r["seed"],
+                     "wall_s": r["wall_s"] if own else float("nan"), "trials": r["trials"] if own else "-",
+                     "search_map50": search_map50,
+                     "search_metric": "supernet_map50" if args.darts_supernet and method != "evolution" else "map50",
                      "retrained_search_val_map50": on_search_val,
                      "retrained_map50": again,
                      # the mAP compared: the fresh-seed mean when re-trained, else the search's own
@@ -450,7 +475,8 @@ def main(argv=None) -> int:
     print(f"\nmAP@.5 compared: {scored}")
     if args.darts_supernet:
         print(f"DARTS's candidates scored by the supernet {args.darts_supernet}, whose training is not in "
-              f"the wall-clock evolution got")
+              f"the wall-clock evolution got; the search column is that supernet's mAP@.5 for darts and "
+              f"derived rows, train_proxy's for evolution")
     verdicts = []
     several = args.darts_seeds > 1
     for t in targets:
@@ -469,6 +495,11 @@ def main(argv=None) -> int:
               f"({verdict}); DARTS measured {measured} ms ({offs}, {within} +-10%)")
         for d in ds:
             print(f"  darts arch, seed {d['seed']}: {d['arch']}")
+        derived = [r["map50"] for r in rows if r["method"] == "derived" and r["target"] == t]
+        if derived:
+            kept = [m for m in derived if np.isfinite(m)]
+            print(f"  derived networks (not judged): mAP@.5 {np.median(kept) if kept else float('nan'):.3f} "
+                  f"(median of {len(kept)}/{len(derived)})")
     (out / "summary.json").write_text(json.dumps({"targets": targets, "map50_compared": scored, "rows": rows},
                                                  indent=1))
     n_lat = sum(w for w, _ in verdicts)

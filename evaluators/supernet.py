@@ -941,6 +941,6 @@ class SupernetScore(Evaluator):
         metrics = evaluate(model, val_data)
         self.last_model = None if other_network else model
         scores = {"supernet_map": metrics["map"], "supernet_map50": metrics["map50"]}
-        if other_network:
+        if self.substitute:  # also a candidate that is the substituted network: later ones may map to it
             self._substituted_scores[scored.id] = dict(scores)
         return scores

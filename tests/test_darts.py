@@ -2,6 +2,7 @@
 tiny end-to-end search through the engine that resumes and exports."""
 import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -688,6 +689,42 @@ def test_darts_bench_can_score_darts_candidates_with_a_supernet(tmp_path, capsys
     assert score["name"] == "supernet" and evolution["evaluators"][-1]["name"] == "train_proxy"
     assert score["options"]["data"] == {"n_train": 8, "n_val": 4}
     get_evaluator("supernet", **score["options"]).check(space)  # the checkpoint fits the bench's space
-    assert bench.main(["--darts-supernet", str(ckpt), "--retrain-seeds", "0", "--out", str(tmp_path / "out")]) == 2
-    assert "--darts-supernet needs --retrain-seeds >= 1" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    # Refused before any search, with nothing written: no re-training to compare the
+    # two scores by, nothing to pick among, a checkpoint of another input size or none.
+    small = tmp_path / "supernet_64px.pt"
+    train_supernet(get_space("cpu_detector", input_size=64), DataConfig(n_train=4, n_val=2), 1, 2, 0, small,
+                   progress=False)
+    for flags, message in ((["--darts-supernet", str(ckpt), "--retrain-seeds", "0"], "needs --retrain-seeds >= 1"),
+                           (["--darts-supernet", str(ckpt), "--darts-candidates", "1"], "needs --darts-candidates 2"),
+                           (["--darts-supernet", str(small)], "'input_size': 64"),
+                           (["--darts-supernet", str(tmp_path / "none.pt")], "none.pt")):
+        flags = ["--darts-candidates", "2", *flags]  # the last one given wins
+        assert bench.main([*flags, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "error: --darts-supernet: " in err and message in err and "Traceback" not in err
+        assert not (tmp_path / "out").exists()
+
+
+def test_darts_bench_reads_what_a_search_picked_and_what_darts_derived(tmp_path, bench):
+    """From a finished run folder: the best network with its objective's accuracy metric
+    (``supernet_map50`` when the supernet scored the candidates), and DARTS's derived
+    network (its first candidate) with its score, or none when it proposed one only."""
+    from nas.config import config_from_dict
+    from nas.engine import RunFolder, TrialRecord
+
+    space = get_space("cpu_detector")
+    derived, picked = [space.sample(random.Random(s)) for s in (1, 2)]
+    cfg = config_from_dict({"space": {"name": "cpu_detector"}, "strategy": {"name": "random"}, "budget": 2,
+                            "objective": {"mode": "accuracy", "accuracy": "supernet_map50"},
+                            "evaluators": ["params_flops"]})
+    run = RunFolder(tmp_path / "run")
+    run.create(cfg)
+    for i, (arch, score) in enumerate(((derived, 0.07), (picked, 0.09))):
+        run.append(TrialRecord(i, arch.to_dict(), arch.id, "ok",
+                               {"supernet_map50": score, "map50": 0.5, "latency_ms": 2.0}))
+    assert bench.result_arch(run.path) == (picked, 0.09)
+    assert bench.derived_arch(run.path)[0] is None  # no strategy state: nothing known to be derived
+    run.save_strategy({"derived": [derived.to_dict(), picked.to_dict()]}, 2)
+    assert bench.derived_arch(run.path) == (derived, 0.07)
+    run.save_strategy({"derived": [picked.to_dict()]}, 1)
+    assert bench.derived_arch(run.path)[0] is None  # one network proposed: it is the result
