@@ -241,7 +241,10 @@ def test_latency_term_alone_moves_widths_and_neck_cheaper(space, by_size_table_p
 
 def test_derivation_searches_widths_at_the_target(space, table_path):
     """With widths and neck searched, the derivation picks a width per stage and a neck
-    and head, and lands near the target; with everything held it keeps those values."""
+    and head, and lands near the target (within the issue's 10%: it aims at 3%, but on
+    this tiny measured table the nearest network it may build can be further off, and
+    how far depends on the timing: a CI run once landed 5.0% below); with everything
+    held it keeps those values."""
     table = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, WIDTHS, {}, KINDS)
     with torch.no_grad():
@@ -253,7 +256,7 @@ def test_derivation_searches_widths_at_the_target(space, table_path):
         assert len(axes) == len(net.axes)
         probs = net.axis_probabilities()
         assert all(probs[a, i] == probs[a].max() for a, i in enumerate(axes) if a >= len(STAGES))
-        assert table.predict(net.derive(choices, axes)) == pytest.approx(target, rel=0.05)
+        assert table.predict(net.derive(choices, axes)) == pytest.approx(target, rel=0.10)
     held = DartsSupernet(space, 0.75, DEFAULT_FIXED, KINDS)
     choices, axes = strategy.derive_choices(held, table, target)
     arch = held.derive(choices, axes)
