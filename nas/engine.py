@@ -174,10 +174,15 @@ def import_plugins(cfg: SearchConfig) -> None:
 
 
 def check_search_config(cfg: SearchConfig) -> None:
-    """:func:`check_strategy` from the config alone (its plugins imported, its space and
-    objective built); for callers that hold no engine yet, e.g. a sweep's variants."""
+    """:func:`check_strategy` and every evaluator's ``check`` from the config alone (its
+    plugins imported, its space, objective and evaluators built); for callers that hold
+    no engine yet, e.g. a sweep's variants, so that a bad strategy option, evaluator
+    option or evaluator file fails before anything is written."""
     import_plugins(cfg)
-    check_strategy(cfg, get_space(cfg.space.name, **cfg.space.settings), cfg.make_objective())
+    space = get_space(cfg.space.name, **cfg.space.settings)
+    check_strategy(cfg, space, cfg.make_objective())
+    for spec in cfg.evaluators:
+        get_evaluator(spec.name, **spec.options).check(space)
 
 
 def worker_name() -> str:

@@ -605,3 +605,11 @@ def test_a_search_scores_with_a_substituting_supernet_from_its_config(space, tin
     with pytest.raises(InputError, match="'neck.width' is not a decision of cpu_detector"):
         Engine.new(bad, tmp_path / "bad_run", progress=False)
     assert not (tmp_path / "bad_run").exists()
+    # So does a sweep with such a variant, before its folder is written.
+    from nas.sweep import Sweep, Variant
+
+    bad_evaluators = [{"name": "supernet", "options": {**options, "substitute": {"neck.width": 64}}}]
+    variants = [Variant("ok", {}), Variant("bad", {"evaluators": bad_evaluators})]
+    with pytest.raises(InputError, match="sweep variant bad: .*'neck.width' is not a decision"):
+        Sweep.new(tmp_path / "sweep", raw, variants)
+    assert not (tmp_path / "sweep").exists()
