@@ -352,8 +352,9 @@ def result_arch(folder: Path) -> tuple[Architecture | None, float]:
 
 
 def check_supernet_flags(args) -> str | None:
-    """What is wrong with ``--darts-supernet`` and the flags around it (None: nothing),
-    checked before any search so that a bad checkpoint leaves no folder behind."""
+    """What is wrong with ``--darts-supernet`` and the flags around it (None: nothing).
+    The checkpoint itself (missing, or a supernet of other settings such as 128 px) is
+    checked with the DARTS sweep's variants, also before anything is written."""
     if not args.darts_supernet:
         return None
     if args.darts_candidates < 2:
@@ -361,13 +362,6 @@ def check_supernet_flags(args) -> str | None:
     if not args.retrain_seeds:
         return ("needs --retrain-seeds >= 1: DARTS's search-time score is then the supernet's, not the "
                 "train_proxy mAP@.5 evolution's is, so only re-training compares them")
-    from evaluators.base import get_evaluator
-
-    score = base_config(args, {}, "soft", args.darts_supernet)["evaluators"][-1]
-    try:  # a missing file, or a supernet of other settings (e.g. 128 px)
-        get_evaluator(score["name"], **score["options"]).check(get_space("cpu_detector"))
-    except InputError as exc:
-        return str(exc)
     return None
 
 

@@ -698,13 +698,18 @@ def test_darts_bench_can_score_darts_candidates_with_a_supernet(tmp_path, capsys
     train_supernet(get_space("cpu_detector", input_size=64), DataConfig(n_train=4, n_val=2), 1, 2, 0, small,
                    progress=False)
     for flags, message in ((["--darts-supernet", str(ckpt), "--retrain-seeds", "0"], "needs --retrain-seeds >= 1"),
-                           (["--darts-supernet", str(ckpt), "--darts-candidates", "1"], "needs --darts-candidates 2"),
-                           (["--darts-supernet", str(small)], "'input_size': 64"),
-                           (["--darts-supernet", str(tmp_path / "none.pt")], "none.pt")):
+                           (["--darts-supernet", str(ckpt), "--darts-candidates", "1"], "needs --darts-candidates 2")):
         flags = ["--darts-candidates", "2", *flags]  # the last one given wins
         assert bench.main([*flags, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert "error: --darts-supernet: " in err and message in err and "Traceback" not in err
+        assert not (tmp_path / "out").exists()
+    for path, message in ((small, "'input_size': 64"), (tmp_path / "none.pt", "none.pt")):  # the sweep's check
+        with pytest.raises(SystemExit) as exc:
+            bench.main(["--darts-supernet", str(path), "--darts-candidates", "2", "--percentiles", "10",
+                        "--n-sample", "20", "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "error: sweep variant t" in err and message in err and "Traceback" not in err
         assert not (tmp_path / "out").exists()
 
 
