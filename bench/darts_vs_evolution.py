@@ -121,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--darts-params-weight", type=float, default=None, metavar="W",
                    help="DARTS's params_weight option: weight of log(parameters) in the derivation "
                         "(default: the strategy's, 2)")
+    p.add_argument("--darts-allow-ratio", type=float, default=None, metavar="R",
+                   help="DARTS's allow_ratio option: the derivation considers candidates at least R times as "
+                        "likely as their position's best (default: the strategy's)")
     p.add_argument("--darts-fixed", type=fixed_option, default=None, metavar="NAME=VALUE,...",
                    help="DARTS's fixed option: these neck/head decisions changed from the ones it holds by "
                         f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "
@@ -404,6 +407,8 @@ def main(argv=None) -> int:
                                           # only when given, so folders of earlier runs still resume
                                           **({"params_weight": args.darts_params_weight}
                                              if args.darts_params_weight is not None else {}),
+                                          **({"allow_ratio": args.darts_allow_ratio}
+                                             if args.darts_allow_ratio is not None else {}),
                                           **({"fixed": args.darts_fixed} if args.darts_fixed is not None else {}),
                                           "threads": 1, "data": {"n_train": args.n_train, "n_val": args.n_val}}}
     darts_variants = darts_grid(targets, args.darts_seeds, args.darts_candidates)

@@ -704,7 +704,7 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, candidates: int = 1, factorized: bool = False,
+                 measure_rounds: int = 4, params_weight: float = 2.0, allow_ratio: float = 0.1, candidates: int = 1, factorized: bool = False,
                  init_from: str | None = None, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
@@ -714,13 +714,15 @@ class DartsStrategy(Strategy):
         self.check_options(space, objective, dict(
             steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tau, warmup_fraction=warmup_fraction,
             lam=lam, width=width, fixed=fixed, data=data, threads=threads, kinds=kinds, measure_rounds=measure_rounds,
-            params_weight=params_weight, candidates=candidates, factorized=factorized, checkpoint_every=checkpoint_every,
+            params_weight=params_weight, allow_ratio=allow_ratio, candidates=candidates, factorized=factorized,
+            checkpoint_every=checkpoint_every,
             progress=progress,
             init_from=None if resuming else init_from))
         init_from = str(Path(init_from).resolve()) if init_from is not None else None
         self.options = dict(steps=steps, batch_size=batch_size, w_lr=w_lr, a_lr=a_lr, tau=tuple(tau),
                             warmup_fraction=warmup_fraction, lam=lam, width=width, threads=threads,
-                            measure_rounds=measure_rounds, params_weight=float(params_weight), candidates=candidates,
+                            measure_rounds=measure_rounds, params_weight=float(params_weight),
+                            allow_ratio=float(allow_ratio), candidates=candidates,
                             factorized=factorized, init_from=init_from)
         self.fixed = effective_fixed(space, fixed)
         self.kinds = tuple(kinds or space.block_kinds)
@@ -749,6 +751,7 @@ class DartsStrategy(Strategy):
         for name in ("lam", "params_weight"):
             check_number("darts", options, name, "a number >= 0", lambda v: v >= 0)
         check_number("darts", options, "warmup_fraction", "a number in [0, 1)", lambda v: 0 <= v < 1)
+        check_number("darts", options, "allow_ratio", "a number in [0, 1]", lambda v: 0 <= v <= 1)
         tau = options.get("tau", option_default(cls, "tau"))
         if not (isinstance(tau, (list, tuple)) and len(tau) == 2
                 and all(is_number(t) and t > 0 for t in tau)):
@@ -1043,8 +1046,9 @@ class DartsStrategy(Strategy):
         noise is a draw from the distribution, so a perturbed derivation samples a network
         from it, pulled to the target. What is allowed is decided without the noise."""
         probs, aprobs = net.probabilities().detach().double(), net.axis_probabilities().detach().double()
-        allowed = probs >= 0.1 * probs.max(-1, keepdim=True).values
-        a_allowed = (aprobs >= 0.1 * aprobs.max(-1, keepdim=True).values) & (net.axis_valid > 0)
+        ratio = self.options["allow_ratio"]
+        allowed = (probs >= ratio * probs.max(-1, keepdim=True).values) & (net.valid > 0)
+        a_allowed = (aprobs >= ratio * aprobs.max(-1, keepdim=True).values) & (net.axis_valid > 0)
         # The neck and head take their most probable options. Traded against the latency
         # with the parameter term, a nearly flat distribution gave every target a
         # one-level 48-channel head (its latency buys more backbone parameters), where
