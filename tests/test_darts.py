@@ -282,6 +282,36 @@ def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):
         assert ms == pytest.approx(target, rel=0.1)
 
 
+def test_allow_ratio_sets_which_candidates_the_derivation_may_pick(space, table_path):
+    """With one expensive candidate far likelier than the rest (skip too) at every
+    position, the default cut (a tenth of the best) leaves only it, and a target below
+    that candidate's cheapest network is missed; ``allow_ratio: 0`` lets the derivation
+    take cheaper candidates and skips, and meet it. Skip stays out of a stage's minimum
+    depth even when the target asks for less than any network can be."""
+    table = LatencyTable.load(table_path, space)
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    likely = next(i for i, c in enumerate(net.candidates) if c == {"kind": "dsconv", "act": "hswish", "kernel": 5, "se": True})
+    with torch.no_grad():
+        net.alpha.zero_()
+        net.alpha[:, likely] = 5.0  # p ~ 0.95 against ~0.006 for each other candidate
+    only_likely = net.valid.clone()
+    only_likely[:, : len(net.candidates)] = 0
+    only_likely[:, likely] = 1
+    lo, _ = ExpectedLatency(net, table).range_ms(net.valid)
+    lo_likely, _ = ExpectedLatency(net, table).range_ms(only_likely)
+    target = 0.5 * (lo + lo_likely)
+    derived = {}
+    for ratio in (0.1, 0.0):
+        strategy = DartsStrategy(space, Objective(mode="soft", target_ms=target), kinds=KINDS, width=0.5,
+                                 allow_ratio=ratio, progress=False)
+        choices, _ = strategy.derive_choices(net, table, target)
+        derived[ratio] = (set(choices), table.predict(net.derive(choices)))
+        below, _ = strategy.derive_choices(net, table, 0.5 * lo)
+        assert all(c < len(net.candidates) for c, v in zip(below, net.valid[:, -1]) if v == 0)
+    assert derived[0.1][0] == {likely} and derived[0.1][1] > 1.1 * target
+    assert derived[0.0][0] - {likely} and derived[0.0][1] == pytest.approx(target, rel=0.1)
+
+
 def test_candidates_are_distinct_draws_at_the_target(space, table_path):
     """``candidates``: the plain derivation first, then distinct networks derived from
     Gumbel-perturbed log-probabilities, each near the target, the same ones on a rerun;
@@ -507,6 +537,7 @@ def test_search_from_a_trained_supernet_starts_there_and_resumes_only_with_it(sp
     ("fixed: c96", "darts option 'fixed': 'c96' is not a mapping"),
     ("tau: [5, 0]", "darts option 'tau': [5, 0] is not [start, end], two temperatures > 0"),
     ("lam: -1", "darts option 'lam': -1 is not a number >= 0"),
+    ("allow_ratio: 1.5", "darts option 'allow_ratio': 1.5 is not a number in [0, 1]"),
     ("batch_size: 0", "darts option 'batch_size': 0 is not a whole number >= 1"),
     ("data: {n_images: 8}", "darts option 'data': {'n_images': 8} is not a mapping of DataConfig fields"),
     ("init_from: no_such.pt", "darts option 'init_from': supernet checkpoint no_such.pt does not exist"),
