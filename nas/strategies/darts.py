@@ -35,6 +35,20 @@ range at all three targets). Re-deriving session 3's three trained supernets wit
 0.051 at 2.71 ms, 0.040 / 0.045 at 4.38 ms, 0.071 / 0.072 at 7.54 ms (1: 0.048, 0.026,
 0.063; one seed each, so differences of a point are noise), hence the default 2.
 
+What the derivation may pick (``allow_ratio``): at first only candidates at least a
+tenth as likely as their position's best. But after 300 steps the distribution is the
+latency term's preference, and at a low target that cut left almost only dsconv and
+shuffle blocks, although the knapsack meets the target by itself: the latency was
+counted twice. Session 21's searches at the lowest target (2.04 ms, AMD EPYC) derived
+width-1.0 networks of mostly such blocks, which re-trained to a median mAP@.5 of
+0.022-0.023, below evolution's range. With ``allow_ratio: 0`` (every candidate allowed,
+still valued by its log-probability) session 22's four searches derived networks of one
+block in each of the first four stages and three in the last, two of those expanded
+inverted residuals with SE (in one seed an inverted residual and a ghost module), which
+re-trained to a median of 0.033, within evolution's 0.030-0.056
+(``bench/darts_vs_evolution.py``, BENCHMARKS.md). Those four networks are nearly the
+same: the parameter term picks them, not the trained distribution.
+
 The table is a few percent off on single networks (3.5% on average at 1 thread, more at
 2; BENCHMARKS.md), so the derivation closes the loop on the CPU
 (``measure_rounds``): the derived network is exported and timed under onnxruntime, and
@@ -687,7 +701,9 @@ class DartsStrategy(Strategy):
     (block kinds searched; default all of the space's), ``measure_rounds`` (derivations
     corrected by onnxruntime measurement; 0 trusts the table alone), ``params_weight`` (weight of
     log parameters against log-probabilities in the derivation; 0: probabilities alone),
-    ``candidates`` (networks proposed: the derived one, then ones derived from the
+    ``allow_ratio`` (the derivation considers, at each position and stage width, the
+    candidates at least this fraction as likely as the best; 0: every candidate, still
+    valued by its log-probability; see the module docstring), ``candidates`` (networks proposed: the derived one, then ones derived from the
     distribution perturbed by Gumbel noise, i.e. sampled from it under the target; the
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
     cells by a short training; the engine refuses a ``budget`` below them),
@@ -704,7 +720,8 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, allow_ratio: float = 0.1, candidates: int = 1, factorized: bool = False,
+                 measure_rounds: int = 4, params_weight: float = 2.0, allow_ratio: float = 0.1,
+                 candidates: int = 1, factorized: bool = False,
                  init_from: str | None = None, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
         super().__init__(space, objective, seed)
@@ -1034,12 +1051,13 @@ class DartsStrategy(Strategy):
         the value (sum of log-probabilities + ``params_weight`` * log parameters) at the
         target's table latency.
 
-        Only candidates and widths at least a tenth as likely as their position's (stage's)
-        best are allowed; the neck and head take their most probable options. Each allowed
+        Only candidates and widths at least ``allow_ratio`` times as likely as their
+        position's (stage's) best are allowed (skip never where a stage is at its minimum
+        depth); the neck and head take their most probable options. Each allowed
         combination of stage widths is tried; for one, the blocks and the neck/head (one
         more position, whose candidates are the allowed macro combinations) are a
-        multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target (else the closest) of
-        highest value wins.
+        multiple-choice knapsack (:meth:`_knapsack`). The network within 3% of the target
+        (else the closest) of highest value wins.
 
         ``noise`` (Gumbel draws shaped like the block and axis probabilities) is added to
         the log-probabilities in the value: the argmax of log-probabilities plus Gumbel
