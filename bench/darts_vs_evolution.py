@@ -123,7 +123,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: the strategy's, 2)")
     p.add_argument("--darts-allow-ratio", type=float, default=None, metavar="R",
                    help="DARTS's allow_ratio option: the derivation considers candidates at least R times as "
-                        "likely as their position's best (default: the strategy's)")
+                        "likely as their position's best (default: the strategy's, 0; until session 22 it "
+                        "was 0.1)")
     p.add_argument("--darts-fixed", type=fixed_option, default=None, metavar="NAME=VALUE,...",
                    help="DARTS's fixed option: these neck/head decisions changed from the ones it holds by "
                         f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "

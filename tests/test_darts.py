@@ -284,9 +284,9 @@ def test_params_weight_buys_parameters_at_the_same_latency(space, table_path):
 
 def test_allow_ratio_sets_which_candidates_the_derivation_may_pick(space, table_path):
     """With one expensive candidate far likelier than the rest (skip too) at every
-    position, the default cut (a tenth of the best) leaves only it, and a target below
-    that candidate's cheapest network is missed; ``allow_ratio: 0`` lets the derivation
-    take cheaper candidates and skips, and meet it. Skip stays out of a stage's minimum
+    position, a cut at a tenth of the best leaves only it, and a target below that
+    candidate's cheapest network is missed; ``allow_ratio: 0`` (the default) lets the
+    derivation take cheaper candidates and skips, and meet it. Skip stays out of a stage's minimum
     depth even when the target asks for less than any network can be."""
     table = LatencyTable.load(table_path, space)
     net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)

@@ -23,9 +23,9 @@ Collapse guard: weights are trained alone for the first ``warmup_fraction`` of t
 steps (DARTS collapses onto skip while the candidate weights are still untrained), and
 derivation caps each stage's skips so every stage keeps its minimum depth.
 
-Derivation (:meth:`DartsStrategy.derive_choices`) picks, among candidates at least a
-tenth as likely as their position's best, the network of highest value at the target's
-table latency: value = sum of log-probabilities + ``params_weight`` * log(parameters).
+Derivation (:meth:`DartsStrategy.derive_choices`) picks, among the candidates
+``allow_ratio`` lets it consider (by default all; see below), the network of highest
+value at the target's table latency: value = sum of log-probabilities + ``params_weight`` * log(parameters).
 Why the parameter term: after a few hundred steps alpha is nearly flat (the best of 49
 candidates at p = 0.05-0.14), so a pure probability/latency derivation picked cheap,
 parameter-poor blocks (138k parameters at 4.38 ms where evolution's best had 868k), and
@@ -47,7 +47,8 @@ block in each of the first four stages and three in the last, two of those expan
 inverted residuals with SE (in one seed an inverted residual and a ghost module), which
 re-trained to a median of 0.033, within evolution's 0.030-0.056
 (``bench/darts_vs_evolution.py``, BENCHMARKS.md). Those four networks are nearly the
-same: the parameter term picks them, not the trained distribution.
+same: the parameter term picks them, not the trained distribution. Hence the default 0;
+a ratio above it keeps the derivation nearer the distribution.
 
 The table is a few percent off on single networks (3.5% on average at 1 thread, more at
 2; BENCHMARKS.md), so the derivation closes the loop on the CPU
@@ -702,8 +703,8 @@ class DartsStrategy(Strategy):
     corrected by onnxruntime measurement; 0 trusts the table alone), ``params_weight`` (weight of
     log parameters against log-probabilities in the derivation; 0: probabilities alone),
     ``allow_ratio`` (the derivation considers, at each position and stage width, the
-    candidates at least this fraction as likely as the best; 0: every candidate, still
-    valued by its log-probability; see the module docstring), ``candidates`` (networks proposed: the derived one, then ones derived from the
+    candidates at least this fraction as likely as the best; default 0: every candidate,
+    still valued by its log-probability; see the module docstring), ``candidates`` (networks proposed: the derived one, then ones derived from the
     distribution perturbed by Gumbel noise, i.e. sampled from it under the target; the
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
     cells by a short training; the engine refuses a ``budget`` below them),
@@ -720,7 +721,7 @@ class DartsStrategy(Strategy):
                  batch_size: int = 8, w_lr: float = 4e-3, a_lr: float = 3e-2, tau: tuple = (5.0, 0.5),
                  warmup_fraction: float = 0.3, lam: float = 1.0, width: float | str | list = 0.75, fixed: Mapping | None = None,
                  data: Mapping | None = None, table: str | None = None, threads: int = 1, kinds: tuple | None = None,
-                 measure_rounds: int = 4, params_weight: float = 2.0, allow_ratio: float = 0.1,
+                 measure_rounds: int = 4, params_weight: float = 2.0, allow_ratio: float = 0.0,
                  candidates: int = 1, factorized: bool = False,
                  init_from: str | None = None, checkpoint_path: str | None = None,
                  checkpoint_every: int = 25, progress: bool = True):
