@@ -332,11 +332,14 @@ def test_candidates_are_distinct_draws_at_the_target(space, table_path):
     assert [a.id for a in strategy.sample_candidates(net, table, target, first)[0]] == [a.id for a in archs]
     with torch.no_grad():
         net.alpha.zero_()
-        # Every position prefers one candidate 55:1, beyond the 10:1 the derivation allows but
-        # within reach of Gumbel noise: what is allowed must be decided without the noise.
+        # Every position prefers one candidate 55:1, beyond the 10:1 a derivation with
+        # allow_ratio 0.1 allows but within reach of Gumbel noise: what is allowed must be
+        # decided without the noise.
         net.alpha[torch.arange(len(net.positions)), 0] = 4.0
-    first = net.derive(*strategy.derive_choices(net, table, target))
-    assert [a.id for a in strategy.sample_candidates(net, table, target, first)[0]] == [first.id]
+    cut = DartsStrategy(space, Objective(mode="soft", target_ms=target), kinds=KINDS, width=0.5,
+                        measure_rounds=0, candidates=4, allow_ratio=0.1, progress=False)
+    first = net.derive(*cut.derive_choices(net, table, target))
+    assert [a.id for a in cut.sample_candidates(net, table, target, first)[0]] == [first.id]
 
 
 def test_candidates_in_flight_at_a_crash_are_proposed_again(space):
