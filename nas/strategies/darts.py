@@ -25,7 +25,8 @@ derivation caps each stage's skips so every stage keeps its minimum depth.
 
 Derivation (:meth:`DartsStrategy.derive_choices`) picks, among the candidates
 ``allow_ratio`` lets it consider (by default all; see below), the network of highest
-value at the target's table latency: value = sum of log-probabilities + ``params_weight`` * log(parameters).
+value at the target's table latency:
+value = sum of log-probabilities + ``params_weight`` * log(parameters).
 Why the parameter term: after a few hundred steps alpha is nearly flat (the best of 49
 candidates at p = 0.05-0.14), so a pure probability/latency derivation picked cheap,
 parameter-poor blocks (138k parameters at 4.38 ms where evolution's best had 868k), and
@@ -48,7 +49,10 @@ inverted residuals with SE (in one seed an inverted residual and a ghost module)
 re-trained to a median of 0.033, within evolution's 0.030-0.056
 (``bench/darts_vs_evolution.py``, BENCHMARKS.md). Those four networks are nearly the
 same: the parameter term picks them, not the trained distribution. Hence the default 0;
-a ratio above it keeps the derivation nearer the distribution.
+a ratio above it keeps the derivation nearer the distribution. At the middle and highest
+targets (3.00, 4.51 ms) ratio 0 gave 0.031 (within evolution's range, at its low end)
+and 0.041 (below it); the old cut was not run there on that machine, so whether 0 is
+better there too is not known.
 
 The table is a few percent off on single networks (3.5% on average at 1 thread, more at
 2; BENCHMARKS.md), so the derivation closes the loop on the CPU
@@ -704,7 +708,8 @@ class DartsStrategy(Strategy):
     log parameters against log-probabilities in the derivation; 0: probabilities alone),
     ``allow_ratio`` (the derivation considers, at each position and stage width, the
     candidates at least this fraction as likely as the best; default 0: every candidate,
-    still valued by its log-probability; see the module docstring), ``candidates`` (networks proposed: the derived one, then ones derived from the
+    still valued by its log-probability; see the module docstring),
+    ``candidates`` (networks proposed: the derived one, then ones derived from the
     distribution perturbed by Gumbel noise, i.e. sampled from it under the target; the
     engine evaluates each and keeps the best, as the DARTS paper picks among its searches'
     cells by a short training; the engine refuses a ``budget`` below them),
