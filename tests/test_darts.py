@@ -770,3 +770,55 @@ def test_darts_bench_reads_what_a_search_picked_and_what_darts_derived(tmp_path,
     assert bench.derived_arch(run.path) == (derived, 0.07)
     run.save_strategy({"derived": [picked.to_dict()]}, 1)
     assert bench.derived_arch(run.path)[0] is None  # one network proposed: it is the result
+
+
+def test_rederive_bench_derives_finished_searches_again_under_another_rule(space, table_path, tmp_path, capsys,
+                                                                          monkeypatch, bench_script):
+    """bench/darts_rederive.py: a finished search's architecture parameters derived as
+    searched and under the variant (here a deeper head held), both scored by the bench's
+    re-training (cached in the output folder), the paired difference printed against
+    evolution's range; a folder without searches, or no variant, exits 2."""
+    from nas.config import config_from_dict
+    from nas.engine import RunFolder
+
+    dve, rederive = bench_script("darts_vs_evolution"), bench_script("darts_rederive")
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    probe = LatencyTable.load(table_path, space)
+    target = round(float(ExpectedLatency(net, probe)(net.probabilities()).detach()), 4)
+    with torch.no_grad():
+        net.alpha.normal_(generator=torch.Generator().manual_seed(0))
+    folder = tmp_path / "out" / "darts" / "t1"
+    RunFolder(folder).create(config_from_dict({
+        "space": {"name": "cpu_detector", "settings": {"num_classes": 6, "input_size": 64}},
+        "strategy": {"name": "darts", "options": {"width": 0.5, "kinds": list(KINDS), "table": str(table_path),
+                                                   "measure_rounds": 0, "data": {"n_train": 16, "n_val": 8}}},
+        "budget": 1, "objective": {"mode": "soft", "target_ms": target},
+        "evaluators": [{"name": "train_proxy", "options": {"steps": 2, "batch_size": 4,
+                                                           "data": {"n_train": 16, "n_val": 8}}}]}))
+    torch.save({"net": net.state_dict(), "state": {"width": 0.5, "step": 1}}, folder / "darts.pt")
+    (tmp_path / "out" / "summary.json").write_text(json.dumps({"rows": [
+        {"method": "evolution", "target": target, "map50": m} for m in (0.01, 0.03)]}))
+    calls = []
+
+    def retrain(args, archs, path):  # scored by head depth: 0.02 as searched (depth 2), 0.03 deeper
+        calls.append((args, path))
+        return {}, {a.to_json(): [a.to_dict()["sample"]["head.depth"] / 100] * args.retrain_seeds for a in archs}
+
+    monkeypatch.setattr(dve, "retrain", retrain)
+    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=3,head.kernel=5", "--retrain-seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    searched, variant = (line for line in out.splitlines() if line.startswith("t1 "))
+    assert "head:d2_k3" in searched and "head:d3_k5" in variant
+    # Derived from the trained parameters, not afresh: as searched, it is what the strategy derives.
+    strategy = DartsStrategy(space, Objective(mode="soft", target_ms=target), width=0.5, kinds=KINDS,
+                             table=str(table_path), measure_rounds=0)
+    assert space.to_string(strategy.derive_measured(net, probe, target)[0]) in searched
+    assert f"target {target:g} ms: as searched 0.020, variant 0.030" in out
+    assert "paired variant - searched: +0.010 (higher in 1/1); evolution [0.010, 0.030]" in out
+    args, path = calls[0]
+    assert path == tmp_path / "out" / "retrain.json" and (args.train_steps, args.n_train, args.retrain_seeds) == (2, 16, 2)
+    # Bad input: exit 2, what to give.
+    assert rederive.main([str(tmp_path / "none"), "--fixed", "head.depth=3"]) == 2
+    assert "has no search folder with a darts.pt" in capsys.readouterr().err
+    assert rederive.main([str(tmp_path / "out")]) == 2
+    assert "no variant" in capsys.readouterr().err

@@ -871,7 +871,8 @@ class DartsStrategy(Strategy):
         self.report = dict(state.get("report", {}))
 
     # ----- the search ---------------------------------------------------------------------
-    def _table(self):
+    def latency_table(self):
+        """The latency table the search and derivation use (``table`` option, else the committed one)."""
         from latency_tables.predictor import LatencyTable
 
         if self.table_path:
@@ -887,7 +888,7 @@ class DartsStrategy(Strategy):
 
         o = self.options
         torch.manual_seed(self.seed)
-        table = self._table()
+        table = self.latency_table()
         target = float(self.objective.target_ms)
         width, ranges = o["width"], {}
         ck = None
