@@ -55,17 +55,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fixed", type=dve.fixed_option, default=None, metavar="NAME=VALUE,...")
     p.add_argument("--measure-rounds", type=dve.at_least(0), default=None, metavar="N",
                    help="onnxruntime-corrected derivations (default: the searches' own)")
+    p.add_argument("--searches", default="*", metavar="GLOB",
+                   help="only the search folders whose names match (e.g. 't4.51*'; default all)")
     p.add_argument("--retrain-seeds", type=dve.at_least(1), default=3)
     p.add_argument("--holdout-val", type=dve.at_least(1), default=512)
     return p.parse_args(argv)
 
 
-def searches(out: Path) -> list[Path]:
-    """The DARTS search folders of a bench output, each with its trained ``darts.pt``."""
-    found = sorted(p.parent for p in (out / "darts").glob("*/darts.pt"))
+def searches(out: Path, pattern: str = "*") -> list[Path]:
+    """The DARTS search folders of a bench output whose names match ``pattern``, each
+    with its trained ``darts.pt``."""
+    found = sorted(p.parent for p in (out / "darts").glob(f"{pattern}/darts.pt"))
     if not found:
-        raise InputError(f"{out / 'darts'} has no search folder with a darts.pt; give the --out folder of a "
-                         f"bench/darts_vs_evolution.py run")
+        raise InputError(f"{out / 'darts'} has no search folder matching {pattern!r} with a darts.pt; give the "
+                         f"--out folder of a bench/darts_vs_evolution.py run")
     return found
 
 
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     try:
-        folders = searches(out)
+        folders = searches(out, args.searches)
         first = load_config(folders[0] / "config.yaml")
         variant = {**({"params_weight": args.params_weight} if args.params_weight is not None else {}),
                    **({"allow_ratio": args.allow_ratio} if args.allow_ratio is not None else {}),

@@ -819,6 +819,7 @@ def test_rederive_bench_derives_finished_searches_again_under_another_rule(space
     assert path == tmp_path / "out" / "retrain.json" and (args.train_steps, args.n_train, args.retrain_seeds) == (2, 16, 2)
     # Bad input: exit 2, what to give.
     assert rederive.main([str(tmp_path / "none"), "--fixed", "head.depth=3"]) == 2
-    assert "has no search folder with a darts.pt" in capsys.readouterr().err
+    assert "has no search folder matching '*' with a darts.pt" in capsys.readouterr().err
+    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=3", "--searches", "t2*"]) == 2
     assert rederive.main([str(tmp_path / "out")]) == 2
     assert "no variant" in capsys.readouterr().err
