@@ -775,7 +775,7 @@ def test_darts_bench_reads_what_a_search_picked_and_what_darts_derived(tmp_path,
 def test_rederive_bench_derives_finished_searches_again_under_another_rule(space, table_path, tmp_path, capsys,
                                                                           monkeypatch, bench_script):
     """bench/darts_rederive.py: a finished search's architecture parameters derived as
-    searched and under the variant (here a deeper head held), both scored by the bench's
+    searched and under the variant (here a lighter head held), both scored by the bench's
     re-training (cached in the output folder), the paired difference printed against
     evolution's range; a folder without searches, or no variant, exits 2."""
     from nas.config import config_from_dict
@@ -800,26 +800,26 @@ def test_rederive_bench_derives_finished_searches_again_under_another_rule(space
         {"method": "evolution", "target": target, "map50": m} for m in (0.01, 0.03)]}))
     calls = []
 
-    def retrain(args, archs, path):  # scored by head depth: 0.02 as searched (depth 2), 0.03 deeper
+    def retrain(args, archs, path):  # scored by head depth: 0.03 as searched (the default, 3), 0.01 lighter
         calls.append((args, path))
         return {}, {a.to_json(): [a.to_dict()["sample"]["head.depth"] / 100] * args.retrain_seeds for a in archs}
 
     monkeypatch.setattr(dve, "retrain", retrain)
-    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=3,head.kernel=5", "--retrain-seeds", "2"]) == 0
+    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=1,head.kernel=3", "--retrain-seeds", "2"]) == 0
     out = capsys.readouterr().out
     searched, variant = (line for line in out.splitlines() if line.startswith("t1 "))
-    assert "head:d2_k3" in searched and "head:d3_k5" in variant
+    assert "head:d3_k5" in searched and "head:d1_k3" in variant
     # Derived from the trained parameters, not afresh: as searched, it is what the strategy derives.
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=target), width=0.5, kinds=KINDS,
                              table=str(table_path), measure_rounds=0)
     assert space.to_string(strategy.derive_measured(net, probe, target)[0]) in searched
-    assert f"target {target:g} ms: as searched 0.020, variant 0.030" in out
-    assert "paired variant - searched: +0.010 (higher in 1/1); evolution [0.010, 0.030]" in out
+    assert f"target {target:g} ms: as searched 0.030, variant 0.010" in out
+    assert "paired variant - searched: -0.020 (higher in 0/1); evolution [0.010, 0.030]" in out
     args, path = calls[0]
     assert path == tmp_path / "out" / "retrain.json" and (args.train_steps, args.n_train, args.retrain_seeds) == (2, 16, 2)
     # Bad input: exit 2, what to give.
-    assert rederive.main([str(tmp_path / "none"), "--fixed", "head.depth=3"]) == 2
+    assert rederive.main([str(tmp_path / "none"), "--fixed", "head.depth=1"]) == 2
     assert "has no search folder matching '*' with a darts.pt" in capsys.readouterr().err
-    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=3", "--searches", "t2*"]) == 2
+    assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=1", "--searches", "t2*"]) == 2
     assert rederive.main([str(tmp_path / "out")]) == 2
     assert "no variant" in capsys.readouterr().err
