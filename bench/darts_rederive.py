@@ -4,7 +4,8 @@ Most of what decides DARTS's network is the derivation (which candidates it may 
 how it values them, what it holds), and trying a rule on fresh searches costs a full
 ``bench/darts_vs_evolution.py`` run. This takes the trained architecture distributions
 of such a run (``OUT/darts/*/darts.pt``), derives each search's network twice, as
-searched and under the variant given by the flags, and re-trains every network the way
+searched (its config's options, with the width and neck/head its checkpoint recorded)
+and under the variant given by the flags, and re-trains every network the way
 the bench does (its ``train_proxy`` settings, ``--retrain-seeds`` fresh seeds, scored on
 ``--holdout-val`` held-out images; cached in ``OUT/retrain.json``, which the bench's own
 networks are already in). The comparison is paired: the same distribution, only the rule
@@ -74,11 +75,14 @@ def searches(out: Path, pattern: str = "*") -> list[Path]:
 
 def derive(folder: Path, overrides: dict, space):
     """``(target, seed, arch, table ms, measured ms or None)``: ``folder``'s search
-    derived again from its trained architecture parameters, with the strategy options
-    of its config under ``overrides``."""
+    derived again from its trained architecture parameters, with the options it ran
+    under ``overrides``."""
     cfg = load_config(folder / "config.yaml")
     ck = torch.load(folder / "darts.pt", map_location="cpu", weights_only=False)
-    options = {**cfg.strategy.options, "width": ck["state"]["width"], **overrides, "progress": False}
+    # As searched: its config's options, and the width and held neck/head its checkpoint
+    # recorded (the config leaves out what took a default, and defaults change).
+    recorded = {k: ck["state"][k] for k in ("width", "fixed") if k in ck["state"]}
+    options = {**cfg.strategy.options, **recorded, **overrides, "progress": False}
     strategy = get_strategy("darts", space, cfg.make_objective(), seed=cfg.seed, **options)
     net = DartsSupernet(space, ck["state"]["width"], strategy.fixed, strategy.kinds,
                         ck["state"].get("factorized", False))

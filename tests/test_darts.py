@@ -782,7 +782,8 @@ def test_rederive_bench_derives_finished_searches_again_under_another_rule(space
     from nas.engine import RunFolder
 
     dve, rederive = bench_script("darts_vs_evolution"), bench_script("darts_rederive")
-    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    held = {**DEFAULT_FIXED, "head.depth": 2}  # what the search held (then the default)
+    net = DartsSupernet(space, 0.5, held, KINDS)
     probe = LatencyTable.load(table_path, space)
     target = round(float(ExpectedLatency(net, probe)(net.probabilities()).detach()), 4)
     with torch.no_grad():
@@ -795,12 +796,13 @@ def test_rederive_bench_derives_finished_searches_again_under_another_rule(space
         "budget": 1, "objective": {"mode": "soft", "target_ms": target},
         "evaluators": [{"name": "train_proxy", "options": {"steps": 2, "batch_size": 4,
                                                            "data": {"n_train": 16, "n_val": 8}}}]}))
-    torch.save({"net": net.state_dict(), "state": {"width": 0.5, "step": 1}}, folder / "darts.pt")
+    # Its config does not say what the search held, its checkpoint does.
+    torch.save({"net": net.state_dict(), "state": {"width": 0.5, "step": 1, "fixed": held}}, folder / "darts.pt")
     (tmp_path / "out" / "summary.json").write_text(json.dumps({"rows": [
         {"method": "evolution", "target": target, "map50": m} for m in (0.01, 0.03)]}))
     calls = []
 
-    def retrain(args, archs, path):  # scored by head depth: 0.03 as searched (the default, 3), 0.01 lighter
+    def retrain(args, archs, path):  # scored by head depth: 0.02 as searched, 0.01 lighter
         calls.append((args, path))
         return {}, {a.to_json(): [a.to_dict()["sample"]["head.depth"] / 100] * args.retrain_seeds for a in archs}
 
@@ -808,13 +810,13 @@ def test_rederive_bench_derives_finished_searches_again_under_another_rule(space
     assert rederive.main([str(tmp_path / "out"), "--fixed", "head.depth=1,head.kernel=3", "--retrain-seeds", "2"]) == 0
     out = capsys.readouterr().out
     searched, variant = (line for line in out.splitlines() if line.startswith("t1 "))
-    assert "head:d3_k5" in searched and "head:d1_k3" in variant
+    assert "head:d2_k5" in searched and "head:d1_k3" in variant
     # Derived from the trained parameters, not afresh: as searched, it is what the strategy derives.
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=target), width=0.5, kinds=KINDS,
-                             table=str(table_path), measure_rounds=0)
+                             table=str(table_path), measure_rounds=0, fixed=held)
     assert space.to_string(strategy.derive_measured(net, probe, target)[0]) in searched
-    assert f"target {target:g} ms: as searched 0.030, variant 0.010" in out
-    assert "paired variant - searched: -0.020 (higher in 0/1); evolution [0.010, 0.030]" in out
+    assert f"target {target:g} ms: as searched 0.020, variant 0.010" in out
+    assert "paired variant - searched: -0.010 (higher in 0/1); evolution [0.010, 0.030]" in out
     args, path = calls[0]
     assert path == tmp_path / "out" / "retrain.json" and (args.train_steps, args.n_train, args.retrain_seeds) == (2, 16, 2)
     # Bad input: exit 2, what to give.
