@@ -51,15 +51,18 @@ from search_spaces import InputError, get_space  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="a bench/darts_vs_evolution.py output folder (with darts/*/darts.pt)")
-    p.add_argument("--params-weight", type=float, default=None, metavar="W")
-    p.add_argument("--allow-ratio", type=float, default=None, metavar="R")
-    p.add_argument("--fixed", type=dve.fixed_option, default=None, metavar="NAME=VALUE,...")
+    p.add_argument("--params-weight", type=float, default=None, metavar="W", help="darts option params_weight")
+    p.add_argument("--allow-ratio", type=float, default=None, metavar="R", help="darts option allow_ratio")
+    p.add_argument("--fixed", type=dve.fixed_option, default=None, metavar="NAME=VALUE,...",
+                   help="the neck/head held, over today's default (as the bench's --darts-fixed; printed whole), "
+                        "not over what the search held")
     p.add_argument("--measure-rounds", type=dve.at_least(0), default=None, metavar="N",
                    help="onnxruntime-corrected derivations (default: the searches' own)")
     p.add_argument("--searches", default="*", metavar="GLOB",
                    help="only the search folders whose names match (e.g. 't4.51*'; default all)")
-    p.add_argument("--retrain-seeds", type=dve.at_least(1), default=3)
-    p.add_argument("--holdout-val", type=dve.at_least(1), default=512)
+    p.add_argument("--retrain-seeds", type=dve.at_least(1), default=3, metavar="N", help="fresh seeds per network")
+    p.add_argument("--holdout-val", type=dve.at_least(1), default=512, metavar="N",
+                   help="held-out validation images (the bench's default)")
     return p.parse_args(argv)
 
 
