@@ -89,9 +89,10 @@ with it (``bench/darts_rederive.py``, paired: same distribution, only the held h
 differs; AMD EPYC): re-trained mAP@.5 higher in 4/4 searches at 2.04 ms (median 0.033 ->
 0.045) and 4/4 at 3.00 ms (0.031 -> 0.043), mixed at 4.51 ms (2/4; 0.044 -> 0.042).
 Searched with it at the lowest target, four seeds re-trained to a median of 0.045,
-within evolution's 0.030-0.048 (``bench/darts_vs_evolution.py``). At 4.51 ms a wider
-neck as well (96 channels, kernel 5) re-derived higher in 4/4 (0.044 -> 0.051, inside
-evolution's range); not yet measured at the other targets, so not held by default.
+within evolution's 0.030-0.048 (``bench/darts_vs_evolution.py``). A wider neck as well
+(96 channels, kernel 5) re-derived higher in 4/4 at all three targets (medians 0.053 /
+0.049 / 0.051, all inside evolution's ranges; at 2.04 ms one cheapest-backbone network
+for all four searches); not yet searched with, so not held by default.
 
 Searched widths did not beat one width either (session 8's benchmark: mAP@.5 0.031 /
 0.032 / 0.067 at the three targets against session 6's 0.027 / 0.054 / 0.063 with
