@@ -44,7 +44,7 @@ import torch  # noqa: E402
 import darts_vs_evolution as dve  # noqa: E402
 from nas.config import load_config  # noqa: E402
 from nas.strategies.base import get_strategy  # noqa: E402
-from nas.strategies.darts import DartsSupernet, effective_fixed  # noqa: E402
+from nas.strategies.darts import DartsSupernet, _closest  # noqa: E402
 from search_spaces import InputError, get_space  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def searches(out: Path, pattern: str = "*") -> list[Path]:
 
 
 def derive(folder: Path, overrides: dict, space):
-    """``(target, seed, arch, table ms, measured ms or None)``: ``folder``'s search
+    """``(target, arch, table ms, measured ms or None)``: ``folder``'s search
     derived again from its trained architecture parameters, with the options it ran
     under ``overrides``."""
     cfg = load_config(folder / "config.yaml")
@@ -94,8 +94,8 @@ def derive(folder: Path, overrides: dict, space):
         net.axis_alpha.copy_(ck["net"]["axis_alpha"])
     table, target = strategy.latency_table(), float(cfg.objective["target_ms"])
     arch, measured = strategy.derive_measured(net, table, target)
-    closest = min(measured, key=lambda m: abs(m["measured_ms"] / target - 1))["measured_ms"] if measured else None
-    return target, cfg.seed, arch, table.predict(arch), closest
+    closest = (_closest(measured, target) or {}).get("measured_ms")  # the one the derivation kept
+    return target, arch, table.predict(arch), closest
 
 
 def main(argv=None) -> int:
@@ -127,14 +127,14 @@ def main(argv=None) -> int:
     rows = []
     for folder in folders:
         for rule, overrides in rules.items():
-            target, seed, arch, table_ms, measured_ms = derive(folder, overrides, space)
-            rows.append({"search": folder.name, "rule": rule, "target": target, "seed": seed, "arch": arch,
+            target, arch, table_ms, measured_ms = derive(folder, overrides, space)
+            rows.append({"search": folder.name, "rule": rule, "target": target, "arch": arch,
                          "table_ms": table_ms, "measured_ms": measured_ms})
     _, held = dve.retrain(retrain_args, [r["arch"] for r in rows], out / "retrain.json")
     print(f"\nsearch        rule       table  measured     off   mAP@.5 (held-out, {args.retrain_seeds} seeds)")
     for r in rows:
-        r["map50"] = float(np.mean(held[r["arch"].to_json()]))
         seeds = held[r["arch"].to_json()]
+        r["map50"] = float(np.mean(seeds))
         off = f"{r['measured_ms'] / r['target'] - 1:+.1%}" if r["measured_ms"] else "-"
         measured = f"{r['measured_ms']:.2f}" if r["measured_ms"] else "-"
         print(f"{r['search']:12s}  {r['rule']:9s}  {r['table_ms']:5.2f}  {measured:>8s}  {off:>6s}   "
