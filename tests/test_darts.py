@@ -406,6 +406,46 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
         other.search()
 
 
+def test_default_neck_is_the_richer_one_only_where_the_target_affords_it():
+    """Without ``fixed``, the search holds the first richer neck whose cheapest network at
+    the widest width leaves ``WIDTH_HEADROOM`` under the target, else ``DEFAULT_FIXED``; a
+    neck the space's own ``hold`` rules out is passed over."""
+    from nas.strategies.darts import RICHER_NECKS, WIDTH_HEADROOM, choose_fixed
+
+    space = get_space("cpu_detector")  # the committed table's settings
+    table = LatencyTable.default(space, 1)
+    richer = {**DEFAULT_FIXED, **RICHER_NECKS[0]}
+    net = DartsSupernet(space, 1.0, richer, KINDS)
+    cheapest = ExpectedLatency(net, table).range_ms(net.valid)[0]
+    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 1.01, KINDS) == richer
+    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 0.99, KINDS) == DEFAULT_FIXED
+    held = get_space("cpu_detector", hold={"neck.channels": DEFAULT_FIXED["neck.channels"]})
+    assert choose_fixed(held, table, 100.0, KINDS) == DEFAULT_FIXED
+
+
+def test_a_correction_trusts_the_table_as_much_as_one_timing(monkeypatch, space, table_path):
+    """A network timed 20% over the table is re-derived against the target over the
+    geometric mean of 1.2 and the table's own 1, and the timing closest to the target is
+    kept."""
+    import latency_tables.profiler as profiler
+    from latency_tables.runtime import Timing
+
+    table = LatencyTable.load(table_path, space)
+    monkeypatch.setattr(profiler, "measure_model",
+                        lambda sp, arch, threads: Timing(1.2 * table.predict(arch), 0.0, 0.0, 1))
+    net = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    lo, hi = ExpectedLatency(net, table).range_ms(net.valid)
+    target = lo + 0.5 * (hi - lo)
+    strategy = DartsStrategy(space, Objective(mode="soft", target_ms=target), kinds=KINDS, width=0.5,
+                             measure_rounds=2, progress=False)
+    arch, tried = strategy.derive_measured(net, table, target)
+    assert len(tried) == 2 and tried[0]["table_target_ms"] == target
+    assert tried[1]["table_target_ms"] == pytest.approx(target / 1.2 ** 0.5)
+    assert tried[1]["measured_ms"] == pytest.approx(1.2 * tried[1]["table_ms"])
+    best = min(tried, key=lambda t: abs(t["measured_ms"] / target - 1))
+    assert table.predict(arch) == pytest.approx(best["table_ms"])
+
+
 def test_auto_width_is_the_widest_with_headroom_under_the_target():
     from nas.strategies.darts import WIDTH_HEADROOM, choose_width
 
