@@ -406,21 +406,24 @@ def test_tiny_search_end_to_end_resumes_and_exports(space, table_path, tmp_path)
         other.search()
 
 
-def test_default_neck_is_the_richer_one_only_where_the_target_affords_it():
+def test_default_neck_is_the_richer_one_only_where_the_target_affords_it(space, table_path):
     """Without ``fixed``, the search holds the first richer neck whose cheapest network at
     the widest width leaves ``WIDTH_HEADROOM`` under the target, else ``DEFAULT_FIXED``; a
-    neck the space's own ``hold`` rules out is passed over."""
+    neck the space's own ``hold`` rules out, or whose ops the table lacks, is passed over."""
     from nas.strategies.darts import RICHER_NECKS, WIDTH_HEADROOM, choose_fixed
 
+    tiny = LatencyTable.load(table_path, space)  # no ops at width 1.0: nothing to price there
+    assert choose_fixed(space, tiny, 100.0, KINDS, (1.0,)) == DEFAULT_FIXED
+    assert choose_fixed(space, tiny, 100.0, KINDS, WIDTHS) != DEFAULT_FIXED
     space = get_space("cpu_detector")  # the committed table's settings
     table = LatencyTable.default(space, 1)
     richer = {**DEFAULT_FIXED, **RICHER_NECKS[0]}
     net = DartsSupernet(space, 1.0, richer, KINDS)
     cheapest = ExpectedLatency(net, table).range_ms(net.valid)[0]
-    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 1.01, KINDS) == richer
-    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 0.99, KINDS) == DEFAULT_FIXED
+    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 1.01, KINDS, (0.5, 1.0)) == richer
+    assert choose_fixed(space, table, cheapest * WIDTH_HEADROOM * 0.99, KINDS, (0.5, 1.0)) == DEFAULT_FIXED
     held = get_space("cpu_detector", hold={"neck.channels": DEFAULT_FIXED["neck.channels"]})
-    assert choose_fixed(held, table, 100.0, KINDS) == DEFAULT_FIXED
+    assert choose_fixed(held, table, 100.0, KINDS, (1.0,)) == DEFAULT_FIXED
 
 
 def test_a_correction_trusts_the_table_as_much_as_one_timing(monkeypatch, space, table_path):
@@ -555,8 +558,9 @@ def test_search_from_a_trained_supernet_starts_there_and_resumes_only_with_it(sp
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=3.0), init_from=str(ckpt),
                              checkpoint_path=str(tmp_path / "darts.pt"), **options)
     strategy.search()
-    searched = torch.load(tmp_path / "darts.pt", weights_only=False)["net"]
-    start, fresh = DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS), DartsSupernet(space, 0.5, DEFAULT_FIXED, KINDS)
+    searched, held = (torch.load(tmp_path / "darts.pt", weights_only=False)[k] for k in ("net", "state"))
+    held = held["fixed"]  # the neck the target affords (choose_fixed)
+    start, fresh = DartsSupernet(space, 0.5, held, KINDS), DartsSupernet(space, 0.5, held, KINDS)
     start.inherit(shared)
     weights = [k for k, v in start.state_dict().items() if k.endswith("weight") and v.dim() == 4]
     gap = lambda net: max(float((searched[k] - net.state_dict()[k]).abs().max()) for k in weights)  # noqa: E731

@@ -150,6 +150,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latency_tables.table import MissingOpError
 from search_spaces import Architecture, OpSpec, SearchSpace
 from search_spaces.cpu_detector import FEATURE_STAGES, STAGES, CpuDetector
 from search_spaces.errors import InputError, is_number
@@ -719,20 +720,24 @@ def choose_width(space: SearchSpace, table, target_ms: float, fixed: Mapping[str
     return best, {str(w): [round(lo, 3), round(hi, 3)] for w, (lo, hi) in ranges.items()}
 
 
-def choose_fixed(space: SearchSpace, table, target_ms: float, kinds) -> dict:
+def choose_fixed(space: SearchSpace, table, target_ms: float, kinds, widths: Sequence[float]) -> dict:
     """The neck/head DARTS holds when ``fixed`` is not given: the first of
     :data:`RICHER_NECKS` (over :data:`DEFAULT_FIXED`) whose cheapest network at the
-    widest width is at most ``target_ms / WIDTH_HEADROOM``, the headroom
-    :func:`choose_width` leaves, else :data:`DEFAULT_FIXED`; the space's own held values
-    over either (a richer neck the space holds otherwise is passed over)."""
+    widest of ``widths`` (those the search may use) is at most ``target_ms /
+    WIDTH_HEADROOM``, the headroom :func:`choose_width` leaves, else
+    :data:`DEFAULT_FIXED`; the space's own held values over either. Passed over: a richer
+    neck the space holds otherwise, or one whose ops the table lacks (it cannot be priced)."""
     base, held, decisions = effective_fixed(space, None), _space_held(space), space.decisions()
-    widest = max(decisions[f"{STAGES[0].name}.width"])
     for neck in RICHER_NECKS:
         fixed = {**base, **neck}
         if any(held.get(k, v) != v or v not in decisions[k] for k, v in neck.items()):
             continue
-        net = DartsSupernet(space, widest, fixed, kinds)
-        if ExpectedLatency(net, table).range_ms(net.valid)[0] * WIDTH_HEADROOM <= target_ms:
+        net = DartsSupernet(space, max(widths), fixed, kinds)
+        try:
+            cheapest = ExpectedLatency(net, table).range_ms(net.valid)[0]
+        except MissingOpError:
+            continue
+        if cheapest * WIDTH_HEADROOM <= target_ms:
             return fixed
     return base
 
@@ -944,8 +949,10 @@ class DartsStrategy(Strategy):
             ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         if not self.fixed_given:
             # A resumed search keeps the neck it started with, as it keeps its width.
+            widths = self.space.decisions()[f"{STAGES[0].name}.width"] if width in ("auto", "search") \
+                else as_widths(width)
             self.fixed = ck["state"]["fixed"] if ck and "fixed" in ck["state"] else \
-                choose_fixed(self.space, table, target, self.kinds)
+                choose_fixed(self.space, table, target, self.kinds, widths)
         if width == "auto":
             width, ranges = choose_width(self.space, table, target, self.fixed, self.kinds)
             # A resumed search keeps the width it started with (the rule may have changed since).
