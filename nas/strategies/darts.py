@@ -23,117 +23,48 @@ Collapse guard: weights are trained alone for the first ``warmup_fraction`` of t
 steps (DARTS collapses onto skip while the candidate weights are still untrained), and
 derivation caps each stage's skips so every stage keeps its minimum depth.
 
-Derivation (:meth:`DartsStrategy.derive_choices`) picks, among the candidates
-``allow_ratio`` lets it consider (by default all; see below), the network of highest
-value at the target's table latency:
-value = sum of log-probabilities + ``params_weight`` * log(parameters).
-Why the parameter term: after a few hundred steps alpha is nearly flat (the best of 49
-candidates at p = 0.05-0.14), so a pure probability/latency derivation picked cheap,
-parameter-poor blocks (138k parameters at 4.38 ms where evolution's best had 868k), and
-short training rewards parameters (session 3's benchmark: DARTS mAP@.5 below evolution's
-range at all three targets). Re-deriving session 3's three trained supernets with
-``params_weight`` 0 / 2 and scoring by the benchmark's ``train_proxy``: mAP@.5 0.026 /
-0.051 at 2.71 ms, 0.040 / 0.045 at 4.38 ms, 0.071 / 0.072 at 7.54 ms (1: 0.048, 0.026,
-0.063; one seed each, so differences of a point are noise), hence the default 2.
+Derivation (:meth:`DartsStrategy.derive_choices`): among the candidates ``allow_ratio``
+lets it consider (default 0: all), the network of highest value at the target's table
+latency, value = sum of log-probabilities + ``params_weight`` * log(parameters), as a
+multiple-choice knapsack per allowed combination of stage widths. Then
+(``measure_rounds``, :meth:`DartsStrategy.derive_measured`) the derived network is timed
+under onnxruntime and, while it misses the target by more than 5%, derived again against
+a table target corrected by the measured/table ratio (the table counting as one more
+reading, at ratio 1); the closest is kept.
 
-What the derivation may pick (``allow_ratio``): at first only candidates at least a
-tenth as likely as their position's best. But after 300 steps the distribution is the
-latency term's preference, and at a low target that cut left almost only dsconv and
-shuffle blocks, although the knapsack meets the target by itself: the latency was
-counted twice. Session 21's searches at the lowest target (2.04 ms, AMD EPYC) derived
-width-1.0 networks of mostly such blocks, which re-trained to a median mAP@.5 of
-0.022-0.023, below evolution's range. With ``allow_ratio: 0`` (every candidate allowed,
-still valued by its log-probability) session 22's four searches derived networks of one
-block in each of the first four stages and three in the last, two of those expanded
-inverted residuals with SE (in one seed an inverted residual and a ghost module), which
-re-trained to a median of 0.033, within evolution's 0.030-0.056
-(``bench/darts_vs_evolution.py``, BENCHMARKS.md). Those four networks are nearly the
-same: the parameter term picks them, not the trained distribution. Hence the default 0;
-a ratio above it keeps the derivation nearer the distribution. At the middle and highest
-targets (3.00, 4.51 ms) ratio 0 gave 0.031 (within evolution's range, at its low end)
-and 0.041 (below it); the old cut was not run there on that machine, so whether 0 is
-better there too is not known.
-
-The table is a few percent off on single networks (3.5% on average at 1 thread, more at
-2; BENCHMARKS.md), so the derivation closes the loop on the CPU
-(``measure_rounds``): the derived network is exported and timed under onnxruntime, and
-if it misses the target by more than 5% the derivation is repeated against a table
-target corrected by the measured/table ratio of that network; the closest is kept.
-
-Widths, neck and head (:class:`DartsSupernet`): besides the blocks, the search can
-cover one width per stage and the neck/head decisions (channels, depth, kernel, PAN, head
-depth and kernel), FBNetV2 style: the network is built at the largest option of each, a
+Widths, neck and head (:class:`DartsSupernet`): besides the blocks, the search can cover
+one width per stage and the neck/head decisions (channels, depth, kernel, PAN, head depth
+and kernel), FBNetV2 style: the network is built at the largest option of each, a
 sampled width or channel count masks the channels beyond it, a sampled depth skips the
-ops past it. The expectation above covers these choices too. The derivation tries each
-likely per-stage width combination and takes the neck and head at their most probable
-options. Why: in session 6, with one width for all stages and a fixed neck and head
-(FBNet's fixed macro-architecture), DARTS's networks at the lowest target were width 1.0
-everywhere with the cheapest blocks, where evolution's used widths 0.5-0.75 in most
-stages, deeper heads and other necks, and scored clearly better.
+ops past it. The expectation above covers these choices too; the derivation takes the
+neck and head at their most probable options.
 
-The neck and head are held by default (``fixed``; ``{}`` searches
-them): searched, they collapsed onto the cheapest options (one 300-step search at the
-2.89 ms target, Intel Xeon: neck depth 0 at p = 0.93, PAN off at 0.94, head kernel 3 at
-0.95, head depth 1 at 0.53), because the latency term's gradient on these decisions,
-each of which moves many ops at once, outweighs the detection loss's noisy
-straight-through gradient; that network scored mAP@.5 0.023 where the same search with
-the neck and head held scored 0.058 (both runs before shuffle units split the live channels).
-Holding a lighter head at that target (head depth 1: the cheapest width-1.0 network
-1.517 ms by the table instead of 1.708 ms) did not help either: four seeds re-trained
-to a median mAP@.5 of 0.025, against 0.028 with the default (session 18; the networks
-stayed mostly dsconv at width 1.0, with squeeze-excite in more blocks).
-The deepest head is held instead (depth 3, kernel 5; it was depth 2, kernel 3 until
-session 23): evolution's winners mostly have it, and it costs little (0.2 ms on the
-cheapest network by the table). Session 23 re-derived session 22's twelve trained searches
-with it (``bench/darts_rederive.py``, paired: same distribution, only the held head
-differs; AMD EPYC): re-trained mAP@.5 higher in 4/4 searches at 2.04 ms (median 0.033 ->
-0.045) and 4/4 at 3.00 ms (0.031 -> 0.043), mixed at 4.51 ms (2/4; 0.044 -> 0.042).
-Searched with it at the lowest target, four seeds re-trained to a median of 0.045,
-within evolution's 0.030-0.048 (``bench/darts_vs_evolution.py``). A wider neck as well
-(96 channels, kernel 5) re-derived higher in 4/4 at all three targets (medians 0.053 /
-0.049 / 0.051, all inside evolution's ranges; at 2.04 ms one cheapest-backbone network
-for all four searches). So since session 24 the default neck depends on the target
-(:func:`choose_fixed`): the wider one where its cheapest network at width 1.0 leaves the
-width rule's headroom (the 3.00 and 4.51 ms targets with the committed AMD table), else the 64-channel
-kernel-3 one, which leaves the lowest target choices to make.
+The defaults, each in one line; the measurements behind them are in BENCHMARKS.md
+("Why DARTS's defaults are what they are"):
 
-Searched widths did not beat one width either (session 8's benchmark: mAP@.5 0.031 /
-0.032 / 0.067 at the three targets against session 6's 0.027 / 0.054 / 0.063 with
-``width: auto``),
-because the width distribution collapses the same way, less completely (2.89 ms: s5 at
-width 0.5 with p = 0.95, s4 at 0.67), so they are an option, not the default. ``width`` a
-single value holds the width; ``width: auto`` takes the widest
-width whose cheapest network (table) is at most 1/1.4 of the target (:func:`choose_width`).
-
-``factorized: true`` gives each position one architecture parameter per choice value
-(``kind=ir``, ``kernel=5``, ``se=True``, ..., ``skip``) instead of one per candidate; a
-candidate's logit is the sum over its values (:func:`candidate_features`), so each
-sampled candidate informs every candidate sharing a value with it. What it showed
-(session 10, Intel Xeon, 2.89 ms target, width 0.75, 300 steps, one search each; the
-per-factor summaries come from the checkpoints):
-- With the latency term, the factorized distribution ends more peaked than the
-  per-candidate one (mean entropy 2.32 against 2.89 nats per position, uniform 3.87;
-  largest probability 0.76 against 0.22) and says what the latency term wants: dsconv
-  at 13 of 15 positions, relu and no SE at all 15. The derived network re-trained
-  to mAP@.5 0.042 (seeds 1-3: 0.027-0.050) against 0.035 (0.033-0.037) per candidate:
-  within the seed spread.
-- With the detection loss alone (``lam: 0``) they lean, weakly, the way standalone
-  training does (bench/proxy_ranking.py's 32 trained networks: inverted residuals and
-  SE help, dsconv hurts): ir at 7 of 15 positions, SE at 12. But that supernet's network
-  derived at the target re-trained to 0.032 (0.025-0.037). At 300 steps the supernet's
-  accuracy signal is too weak to pick blocks, which is why DARTS trails evolution.
-So it is an option, off by default.
+- ``params_weight: 2``: after a few hundred steps alpha is nearly flat, and without the
+  parameter term the derivation picked cheap, parameter-poor blocks that short training
+  punishes.
+- ``allow_ratio: 0``: a cut at a tenth of the best counted the latency twice (the
+  distribution is already the latency term's preference) and left only the cheapest
+  blocks at a low target.
+- ``fixed`` (the neck and head held): searched, they collapse onto their cheapest
+  options. Held: head depth 3, kernel 5; neck 96 channels, kernel 5 where the target
+  affords it (:func:`choose_fixed`), else 64 channels, kernel 3; depth 1, PAN.
+- ``width: auto`` (:func:`choose_width`): one width, the widest whose cheapest network
+  is at most 1/1.4 of the target; searched widths collapse the way blocks do.
+- ``factorized: false`` (one architecture parameter per choice value instead of per
+  candidate, :func:`candidate_features`): it did not beat the default beyond the seed
+  spread.
+- ``candidates: 1`` (``K`` also proposes K-1 networks sampled from the distribution and
+  keeps the best): each costs a ``train_proxy``, and the pick is on a noisy score.
 
 As a strategy: the first ``ask()`` runs the whole search (checkpointed to
 ``checkpoint_path``, so an interrupted search resumes mid-training) and proposes the
 derived architecture, then the ``candidates - 1`` networks sampled from the trained
 distribution under the target (:meth:`DartsStrategy.sample_candidates`); later asks
 return None. The engine evaluates each with the configured evaluators like any other
-candidate and keeps the best. Why sample: the derivation alone trusts a distribution that
-is nearly flat after a few hundred steps, and a short training that picks among a few
-networks is how the DARTS paper chooses among its searches' cells. It costs one
-``train_proxy`` per candidate, and it selects on a noisy score (one network's 150-step
-mAP@.5 spans 0.078-0.098 over three seeds in BENCHMARKS.md), so it is off by default.
+candidate and keeps the best.
 """
 from __future__ import annotations
 
