@@ -126,9 +126,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "likely as their position's best (default: the strategy's, 0; until session 22 it "
                         "was 0.1)")
     p.add_argument("--darts-fixed", type=fixed_option, default=None, metavar="NAME=VALUE,...",
-                   help="DARTS's fixed option: these neck/head decisions changed from the ones it holds by "
-                        f"default ({', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}); VALUE 'search' "
-                        "searches that decision; e.g. head.depth=1,neck.pan=false")
+                   help="DARTS's fixed option: these neck/head decisions changed from "
+                        f"{', '.join(f'{k}={v}' for k, v in DEFAULT_FIXED.items())}; VALUE 'search' "
+                        "searches that decision; e.g. head.depth=1,neck.pan=false (without it, the neck "
+                        "follows the target: darts.choose_fixed)")
     p.add_argument("--darts-supernet", default=None, metavar="CKPT",
                    help="score DARTS's candidates (--darts-candidates, at least 2) with the supernet evaluator on this "
                         "`nas supernet train` checkpoint of the bench's space (256 px) instead of train_proxy; "

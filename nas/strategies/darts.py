@@ -682,7 +682,7 @@ class DartsStrategy(Strategy):
     exponentially), ``warmup_fraction`` (weights only), ``lam`` (initial latency weight),
     ``width`` (one width for every stage (default 0.75); ``auto``; ``search``: the
     space's widths, searched per stage; or a list of widths to search among), ``fixed`` (neck/head decisions held
-    at a value; the rest are searched; default ``DEFAULT_FIXED``, all held; ``{}``
+    at a value; the rest are searched; default all held, as :func:`choose_fixed` picks for the target; ``{}``
     searches them all), ``data`` (DataConfig fields),
     ``table`` (latency table path; default the committed one at ``threads``),
     ``checkpoint_path`` (set by the engine to the run folder), ``threads``, ``kinds``
