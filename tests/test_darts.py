@@ -558,8 +558,8 @@ def test_search_from_a_trained_supernet_starts_there_and_resumes_only_with_it(sp
     strategy = DartsStrategy(space, Objective(mode="soft", target_ms=3.0), init_from=str(ckpt),
                              checkpoint_path=str(tmp_path / "darts.pt"), **options)
     strategy.search()
-    searched, held = (torch.load(tmp_path / "darts.pt", weights_only=False)[k] for k in ("net", "state"))
-    held = held["fixed"]  # the neck the target affords (choose_fixed)
+    ck = torch.load(tmp_path / "darts.pt", weights_only=False)
+    searched, held = ck["net"], ck["state"]["fixed"]  # the neck the target affords (choose_fixed)
     start, fresh = DartsSupernet(space, 0.5, held, KINDS), DartsSupernet(space, 0.5, held, KINDS)
     start.inherit(shared)
     weights = [k for k, v in start.state_dict().items() if k.endswith("weight") and v.dim() == 4]
